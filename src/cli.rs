@@ -1,0 +1,64 @@
+//! The command line: `segmentd serve` and `segmentd import`, every flag with
+//! an environment twin (API.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Where `serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Where `serve` keeps its data unless told otherwise, under the working directory.
+pub const DEFAULT_DATA: &str = "segmentd-data";
+/// The server that client commands call unless told otherwise.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:50051";
+
+/// Customer segments as roaring-bitmap set algebra, served over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "segmentd", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service.
+    Serve(ServeArgs),
+    /// Bulk-load a file into a tenant through a running server.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SEGMENTD_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Data directory (created if missing).
+    #[arg(long, env = "SEGMENTD_DATA", default_value = DEFAULT_DATA)]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The tenant to load into; created by the first write.
+    #[arg(long)]
+    pub tenant: String,
+    /// The file's format.
+    #[arg(long, value_enum)]
+    pub format: ImportFormat,
+    /// The server to call, as host:port or an http:// URL.
+    #[arg(long, env = "SEGMENTD_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Events per RecordEvents call.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// The file to load.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// CDNOW purchase history: whitespace-separated id, YYYYMMDD date, CDs, dollars.
+    Cdnow,
+}

@@ -1,0 +1,278 @@
+//! The engine: every tenant's index in memory over one sled store, with the
+//! operations the service offers, free of any gRPC type.
+//!
+//! Reads take a tenant's index under a read lock. Writes to one tenant are
+//! serialised by its writer lock: a write plans against the index, commits
+//! to disk, and only then takes the index's write lock to apply the change,
+//! so a read never waits on a disk flush and never sees an unacknowledged write.
+
+pub mod segments;
+pub mod types;
+pub mod write;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use roaring::RoaringBitmap;
+
+use crate::error::{Error, Result};
+use crate::index::TenantIndex;
+use crate::index::eval::Evaluation;
+use crate::store::Store;
+use crate::store::records::TenantMeta;
+use crate::time::Seconds;
+use types::{Audience, AudiencePage, CustomerUpdate, NewEvent, WriteSummary};
+use write::WriteBatch;
+
+/// The time zone of a tenant that has not set one.
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
+
+/// One tenant: its index and the lock that serialises its writers.
+pub struct Tenant {
+    writer: Mutex<()>,
+    index: RwLock<TenantIndex>,
+    /// False until the tenant's first write is on disk.
+    stored: std::sync::atomic::AtomicBool,
+}
+
+/// Facts about a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantInfo {
+    pub time_zone: String,
+    pub customer_count: u64,
+    pub segment_count: u64,
+}
+
+/// All tenants over one store.
+pub struct Engine {
+    store: Store,
+    tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+}
+
+impl Engine {
+    /// Opens the data directory and loads every tenant.
+    pub fn open(path: &Path) -> Result<Engine> {
+        let store = Store::open(path)?;
+        let mut tenants = HashMap::new();
+        for snapshot in store.load()? {
+            let index = TenantIndex::from_snapshot(snapshot)?;
+            let tenant = Tenant {
+                writer: Mutex::new(()),
+                index: RwLock::new(index),
+                stored: true.into(),
+            };
+            tenants.insert(tenant_name(&tenant), Arc::new(tenant));
+        }
+        Ok(Engine {
+            store,
+            tenants: RwLock::new(tenants),
+        })
+    }
+
+    /// How many tenants are loaded.
+    pub fn tenant_count(&self) -> usize {
+        read(&self.tenants).len()
+    }
+
+    /// Flushes everything to disk; called on shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.store.flush()
+    }
+
+    /// Creates or updates customers, atomically and durably.
+    pub fn upsert_customers(
+        &self,
+        tenant: &str,
+        customers: Vec<CustomerUpdate>,
+        now: Seconds,
+    ) -> Result<WriteSummary> {
+        self.write(tenant, now, |batch| {
+            customers
+                .into_iter()
+                .try_for_each(|customer| batch.upsert(customer))
+        })
+    }
+
+    /// Records events, atomically and durably; seen event ids change nothing.
+    pub fn record_events(
+        &self,
+        tenant: &str,
+        events: Vec<NewEvent>,
+        now: Seconds,
+    ) -> Result<WriteSummary> {
+        self.write(tenant, now, |batch| {
+            events.into_iter().try_for_each(|event| batch.record(event))
+        })
+    }
+
+    /// Deletes customers and their history; unknown ids are no-ops.
+    pub fn delete_customers(
+        &self,
+        tenant: &str,
+        customer_ids: &[String],
+        now: Seconds,
+    ) -> Result<WriteSummary> {
+        if self.tenant(tenant).is_err() {
+            return Ok(WriteSummary::default());
+        }
+        self.write(tenant, now, |batch| {
+            customer_ids
+                .iter()
+                .try_for_each(|customer_id| batch.delete(customer_id))
+        })
+    }
+
+    fn write(
+        &self,
+        tenant: &str,
+        now: Seconds,
+        plan: impl FnOnce(&mut WriteBatch) -> Result<()>,
+    ) -> Result<WriteSummary> {
+        let tenant = self.tenant_or_create(tenant, now)?;
+        let _writer = tenant.writer.lock().map_err(|_| poisoned())?;
+        let committed = {
+            let index = read(&tenant.index);
+            let new_tenant = !tenant.stored.load(std::sync::atomic::Ordering::Acquire);
+            let mut batch = WriteBatch::new(&index, &self.store, now, new_tenant);
+            plan(&mut batch)?;
+            batch.commit()?
+        };
+        let summary = committed.summary;
+        let mut index = tenant.index.write().map_err(|_| poisoned())?;
+        committed.apply(&mut index);
+        drop(index);
+        tenant
+            .stored
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(summary)
+    }
+
+    /// The members of an audience.
+    pub fn members(
+        &self,
+        tenant: &str,
+        audience: &Audience,
+        instant: Seconds,
+    ) -> Result<RoaringBitmap> {
+        let tenant = self.tenant(tenant)?;
+        let index = read(&tenant.index);
+        self.evaluate(&index, audience, instant)
+    }
+
+    /// The number of members of an audience.
+    pub fn count(&self, tenant: &str, audience: &Audience, instant: Seconds) -> Result<u64> {
+        Ok(self.members(tenant, audience, instant)?.len())
+    }
+
+    /// A page of an audience's customer ids, in dense-id order, after the
+    /// dense id `after` (from the previous page).
+    pub fn page(
+        &self,
+        tenant: &str,
+        audience: &Audience,
+        instant: Seconds,
+        after: Option<u32>,
+        page_size: usize,
+    ) -> Result<AudiencePage> {
+        let tenant = self.tenant(tenant)?;
+        let index = read(&tenant.index);
+        let members = self.evaluate(&index, audience, instant)?;
+        let start = after.map_or(Some(0), |last| last.checked_add(1));
+        let mut customer_ids = Vec::with_capacity(page_size.min(members.len() as usize));
+        let mut last = None;
+        let mut more = false;
+        if let Some(start) = start {
+            for dense in members.range(start..) {
+                if customer_ids.len() == page_size {
+                    more = true;
+                    break;
+                }
+                let customer_id = index.customer_id(dense).ok_or_else(|| {
+                    Error::Internal(format!("live customer {dense} has no customer id"))
+                })?;
+                customer_ids.push(customer_id.to_owned());
+                last = Some(dense);
+            }
+        }
+        Ok(AudiencePage {
+            customer_ids,
+            total_count: members.len(),
+            resume_after: if more { last } else { None },
+        })
+    }
+
+    /// Facts about a tenant.
+    pub fn tenant_info(&self, tenant: &str) -> Result<TenantInfo> {
+        let tenant = self.tenant(tenant)?;
+        let index = read(&tenant.index);
+        Ok(TenantInfo {
+            time_zone: index.meta.time_zone.clone(),
+            customer_count: index.live().len(),
+            segment_count: index.segments.len() as u64,
+        })
+    }
+
+    fn evaluate(
+        &self,
+        index: &TenantIndex,
+        audience: &Audience,
+        instant: Seconds,
+    ) -> Result<RoaringBitmap> {
+        let evaluation = Evaluation {
+            index,
+            store: &self.store,
+            instant,
+        };
+        match audience {
+            Audience::Rule(rule) => evaluation.rule(rule),
+            Audience::Segment(segment_id) => evaluation.segment(segment_id),
+        }
+    }
+
+    /// A stored tenant, or `NOT_FOUND`.
+    fn tenant(&self, name: &str) -> Result<Arc<Tenant>> {
+        read(&self.tenants)
+            .get(name)
+            .filter(|tenant| tenant.stored.load(std::sync::atomic::Ordering::Acquire))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("tenant `{name}` not found")))
+    }
+
+    fn tenant_or_create(&self, name: &str, now: Seconds) -> Result<Arc<Tenant>> {
+        if let Some(tenant) = read(&self.tenants).get(name) {
+            return Ok(tenant.clone());
+        }
+        let mut tenants = self.tenants.write().map_err(|_| poisoned())?;
+        if let Some(tenant) = tenants.get(name) {
+            return Ok(tenant.clone());
+        }
+        let meta = TenantMeta {
+            time_zone: DEFAULT_TIME_ZONE.to_owned(),
+            next_dense: 0,
+            event_bounds: Default::default(),
+            create_time: now,
+        };
+        let tenant = Arc::new(Tenant {
+            writer: Mutex::new(()),
+            index: RwLock::new(TenantIndex::new(name.to_owned(), meta)?),
+            stored: false.into(),
+        });
+        tenants.insert(name.to_owned(), tenant.clone());
+        Ok(tenant)
+    }
+}
+
+fn tenant_name(tenant: &Tenant) -> String {
+    read(&tenant.index).tenant.clone()
+}
+
+/// Takes a read lock; a poisoned lock still holds a consistent index,
+/// because the index is only changed after a write has fully succeeded.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn poisoned() -> Error {
+    Error::Internal("a lock was poisoned by an earlier panic".into())
+}

@@ -1,0 +1,138 @@
+//! Saved segments: creating, reading and listing them.
+//!
+//! A segment's rule may refer to other segments; a reference must name a
+//! segment that exists and is not archived, so a new segment can never be
+//! part of a cycle.
+
+use std::sync::atomic::Ordering;
+
+use super::types::SegmentInput;
+use super::{Engine, poisoned, read};
+use crate::error::{Error, Result};
+use crate::index::{SavedSegment, TenantIndex};
+use crate::rule::{Predicate, Rule};
+use crate::store::encode_json;
+use crate::store::keys;
+use crate::store::records::SegmentRecord;
+
+/// Segments one tenant may keep.
+pub const MAX_SEGMENTS_PER_TENANT: usize = 10_000;
+
+impl Engine {
+    /// Saves a new segment under `segment_id`.
+    pub fn create_segment(
+        &self,
+        tenant: &str,
+        segment_id: &str,
+        input: SegmentInput,
+        now_micros: i64,
+    ) -> Result<SegmentRecord> {
+        let tenant = self.tenant(tenant)?;
+        let _writer = tenant.writer.lock().map_err(|_| poisoned())?;
+        let record = {
+            let index = read(&tenant.index);
+            if index.segments.contains_key(segment_id) {
+                return Err(Error::AlreadyExists(format!(
+                    "segment `{segment_id}` already exists"
+                )));
+            }
+            if index.segments.len() >= MAX_SEGMENTS_PER_TENANT {
+                return Err(Error::ResourceExhausted(format!(
+                    "tenant `{}` already has {MAX_SEGMENTS_PER_TENANT} segments, the most it may keep",
+                    index.tenant
+                )));
+            }
+            if let Some(rule) = &input.rule {
+                check_references(&index, rule)?;
+            }
+            let record = SegmentRecord {
+                segment_id: segment_id.to_owned(),
+                title: input.title,
+                rule_text: input.rule.as_ref().map(Rule::to_string).unwrap_or_default(),
+                included_customer_ids: input.included_customer_ids,
+                excluded_customer_ids: input.excluded_customer_ids,
+                version: 1,
+                archived: false,
+                create_time_micros: now_micros,
+                update_time_micros: now_micros,
+            };
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                keys::segment_key(&index.tenant, segment_id),
+                encode_json(&record)?,
+            );
+            self.store.commit(batch)?;
+            record
+        };
+        let saved = SavedSegment {
+            rule: input.rule,
+            record: record.clone(),
+        };
+        tenant
+            .index
+            .write()
+            .map_err(|_| poisoned())?
+            .segments
+            .insert(segment_id.to_owned(), saved);
+        Ok(record)
+    }
+
+    /// One saved segment.
+    pub fn get_segment(&self, tenant: &str, segment_id: &str) -> Result<SegmentRecord> {
+        let tenant = self.tenant(tenant)?;
+        let index = read(&tenant.index);
+        index
+            .segments
+            .get(segment_id)
+            .map(|segment| segment.record.clone())
+            .ok_or_else(|| Error::NotFound(format!("segment `{segment_id}` not found")))
+    }
+
+    /// Up to `page_size` segments in id order after `after`, and whether more follow.
+    pub fn list_segments(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        page_size: usize,
+        show_archived: bool,
+    ) -> Result<(Vec<SegmentRecord>, bool)> {
+        let tenant = self.tenant(tenant)?;
+        let index = read(&tenant.index);
+        let mut listed = index
+            .segments
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|after| id.as_str() > after))
+            .filter(|(_, segment)| show_archived || !segment.record.archived)
+            .map(|(_, segment)| segment.record.clone());
+        let page: Vec<SegmentRecord> = listed.by_ref().take(page_size).collect();
+        let more = listed.next().is_some();
+        Ok((page, more))
+    }
+
+    /// Whether a tenant exists, for callers that must refuse unknown tenants early.
+    pub fn tenant_exists(&self, tenant: &str) -> bool {
+        read(&self.tenants)
+            .get(tenant)
+            .is_some_and(|tenant| tenant.stored.load(Ordering::Acquire))
+    }
+}
+
+/// Refuses a rule that refers to a missing or archived segment.
+fn check_references(index: &TenantIndex, rule: &Rule) -> Result<()> {
+    match rule {
+        Rule::And(children) | Rule::Or(children) => children
+            .iter()
+            .try_for_each(|child| check_references(index, child)),
+        Rule::Not(child) => check_references(index, child),
+        Rule::Predicate(Predicate::Segment(segment_id)) => match index.segments.get(segment_id) {
+            None => Err(Error::FailedPrecondition(format!(
+                "the rule refers to segment `{segment_id}`, which does not exist"
+            ))),
+            Some(segment) if segment.record.archived => Err(Error::FailedPrecondition(format!(
+                "the rule refers to segment `{segment_id}`, which is archived"
+            ))),
+            Some(_) => Ok(()),
+        },
+        Rule::Predicate(_) => Ok(()),
+    }
+}

@@ -1,0 +1,479 @@
+//! A write batch: plans a change against the current index, makes it durable
+//! as one atomic sled batch, and only then applies it to the index.
+//!
+//! Bitmap changes are collected as per-bitmap `add` and `remove` sets, then
+//! written as the handful of 2^16-id chunks they touch. Bitmaps derived from
+//! customer attributes (state, tags, consent, the bit-sliced numbers) are
+//! computed at the end from each touched customer's record before and after,
+//! so every write path keeps them right the same way.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use roaring::RoaringBitmap;
+
+use super::types::{CustomerUpdate, EventData, NewEvent, WriteSummary};
+use crate::error::{Error, Result};
+use crate::index::TenantIndex;
+use crate::index::bsi;
+use crate::rule::EventKind;
+use crate::store::keys::{
+    self, BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
+};
+use crate::store::records::{CustomerRecord, TenantMeta};
+use crate::store::{Store, chunk_bounds, encode_json};
+use crate::time::{self, Seconds};
+
+/// Ids to add to and remove from one bitmap.
+#[derive(Debug, Default)]
+pub struct BitmapChange {
+    pub add: RoaringBitmap,
+    pub remove: RoaringBitmap,
+}
+
+/// A touched customer: as stored before the batch, and as it will be.
+struct Touched {
+    before: Option<CustomerRecord>,
+    after: Option<CustomerRecord>,
+}
+
+/// A change in preparation.
+pub struct WriteBatch<'a> {
+    index: &'a TenantIndex,
+    store: &'a Store,
+    now: Seconds,
+    meta: TenantMeta,
+    new_tenant: bool,
+    bitmaps: HashMap<BitmapKey, BitmapChange>,
+    touched: BTreeMap<u32, Touched>,
+    new_ids: HashMap<String, u32>,
+    deleted_ids: HashMap<String, u32>,
+    events_seen: HashSet<String>,
+    sled: sled::Batch,
+    pub summary: WriteSummary,
+}
+
+/// A durable change, ready to apply to the index.
+pub struct Committed {
+    meta: TenantMeta,
+    bitmaps: HashMap<BitmapKey, BitmapChange>,
+    new_ids: HashMap<String, u32>,
+    deleted_ids: HashMap<String, u32>,
+    pub summary: WriteSummary,
+}
+
+impl<'a> WriteBatch<'a> {
+    /// Starts a batch on `index`; `new_tenant` when the tenant is not yet stored.
+    pub fn new(index: &'a TenantIndex, store: &'a Store, now: Seconds, new_tenant: bool) -> Self {
+        WriteBatch {
+            index,
+            store,
+            now,
+            meta: index.meta.clone(),
+            new_tenant,
+            bitmaps: HashMap::new(),
+            touched: BTreeMap::new(),
+            new_ids: HashMap::new(),
+            deleted_ids: HashMap::new(),
+            events_seen: HashSet::new(),
+            sled: sled::Batch::default(),
+            summary: WriteSummary::default(),
+        }
+    }
+
+    /// Creates or updates a customer.
+    pub fn upsert(&mut self, update: CustomerUpdate) -> Result<()> {
+        let (dense, created) = self.customer(&update.customer_id)?;
+        if created {
+            self.summary.created += 1;
+        } else {
+            self.summary.updated += 1;
+        }
+        let now = self.now;
+        let record = self.record_mut(dense)?;
+        if let Some(email) = update.email {
+            record.email = Some(email);
+        }
+        if let Some(phone) = update.phone {
+            record.phone = Some(phone);
+        }
+        if let Some(state) = update.state {
+            record.state = state;
+        }
+        if let Some(time_zone) = update.time_zone {
+            record.time_zone = time_zone;
+        }
+        if let Some(tags) = update.tags {
+            record.tags = tags;
+        }
+        if let Some(lists) = update.klaviyo_lists {
+            record.klaviyo_lists = lists;
+        }
+        if let Some(cents) = update.lifetime_spend_cents {
+            record.lifetime_spend_cents = Some(cents);
+        }
+        if let Some(opted_in) = update.opted_in {
+            // An attribute sync is a consent change at the time it arrives.
+            if record.consent_time.is_none_or(|t| now >= t) {
+                record.opted_in = opted_in;
+                record.consent_time = Some(now);
+            }
+        }
+        if let Some(create_time) = update.create_time {
+            record.create_time = Some(create_time);
+        }
+        Ok(())
+    }
+
+    /// Records an event; an event id seen before changes nothing.
+    pub fn record(&mut self, event: NewEvent) -> Result<()> {
+        if !self.events_seen.insert(event.event_id.clone())
+            || self.store.event_seen(&self.index.tenant, &event.event_id)?
+        {
+            self.summary.duplicates += 1;
+            return Ok(());
+        }
+        self.summary.recorded += 1;
+        self.sled
+            .insert(keys::event_id_key(&self.index.tenant, &event.event_id), &[]);
+
+        let (dense, _) = self.customer(&event.customer_id)?;
+        let t = event.time;
+        let record = self.record_mut(dense)?;
+        record.first_event_time = Some(record.first_event_time.map_or(t, |first| first.min(t)));
+
+        let kind = match &event.data {
+            EventData::Order { value_cents } => {
+                record.order_count += 1;
+                record.spent_cents =
+                    record
+                        .spent_cents
+                        .checked_add(*value_cents)
+                        .ok_or_else(|| {
+                            Error::invalid(
+                                "events.order.value_cents",
+                                "the customer's total spend overflows",
+                            )
+                        })?;
+                Some(EventKind::Ordered)
+            }
+            EventData::Message => Some(EventKind::Messaged),
+            EventData::Click { .. } => Some(EventKind::Clicked),
+            EventData::AbandonedCart { value_cents } => {
+                if record.latest_cart.is_none_or(|(latest, _)| t >= latest) {
+                    record.latest_cart = Some((t, *value_cents));
+                }
+                Some(EventKind::AbandonedCart)
+            }
+            EventData::OptIn | EventData::OptOut => {
+                if record.consent_time.is_none_or(|latest| t >= latest) {
+                    record.opted_in = matches!(event.data, EventData::OptIn);
+                    record.consent_time = Some(t);
+                }
+                None
+            }
+            EventData::Answer { .. } => {
+                return Err(Error::Unsupported(
+                    "answer events are not supported yet".into(),
+                ));
+            }
+        };
+
+        if let Some(kind) = kind {
+            let day = time::day_of(self.index.time_zone, t);
+            self.set(BitmapKey::EventDay(kind, day), dense, true);
+            self.set(BitmapKey::EventAny(kind), dense, true);
+            let payload = match &event.data {
+                EventData::Click { broadcast_id } => broadcast_id.as_bytes().to_vec(),
+                _ => Vec::new(),
+            };
+            self.sled.insert(
+                keys::event_time_key(&self.index.tenant, kind, t, dense),
+                payload,
+            );
+            let bounds = self
+                .meta
+                .event_bounds
+                .entry(keys::event_kind_code(kind))
+                .or_insert((t, t));
+            bounds.0 = bounds.0.min(t);
+            bounds.1 = bounds.1.max(t);
+        }
+        Ok(())
+    }
+
+    /// Deletes a customer and all their history; an unknown id is a no-op.
+    pub fn delete(&mut self, customer_id: &str) -> Result<()> {
+        let Some(dense) = self.lookup(customer_id) else {
+            return Ok(());
+        };
+        self.record_mut(dense)?;
+        if let Some(touched) = self.touched.get_mut(&dense) {
+            touched.after = None;
+        }
+        self.summary.deleted += 1;
+        self.new_ids.remove(customer_id);
+        self.deleted_ids.insert(customer_id.to_owned(), dense);
+        // Event-day bitmaps are not derived from the record: clear the id everywhere.
+        let holding: Vec<BitmapKey> = self
+            .index
+            .bitmaps
+            .iter()
+            .filter(|(_, bitmap)| bitmap.contains(dense))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in holding {
+            self.set(key, dense, false);
+        }
+        for change in self.bitmaps.values_mut() {
+            change.add.remove(dense);
+        }
+        Ok(())
+    }
+
+    /// Writes the batch to disk, atomically and durably.
+    pub fn commit(mut self) -> Result<Committed> {
+        let tenant = self.index.tenant.clone();
+        for (dense, touched) in std::mem::take(&mut self.touched) {
+            self.derive(dense, touched.before.as_ref(), touched.after.as_ref());
+            let key = keys::customer_key(&tenant, dense);
+            match &touched.after {
+                Some(record) => self.sled.insert(key, encode_json(record)?),
+                None => self.sled.remove(key),
+            }
+        }
+        for (customer_id, dense) in &self.new_ids {
+            self.sled.insert(
+                keys::external_id_key(&tenant, customer_id),
+                &dense.to_be_bytes(),
+            );
+        }
+        for customer_id in self.deleted_ids.keys() {
+            self.sled
+                .remove(keys::external_id_key(&tenant, customer_id));
+        }
+        for (key, change) in &self.bitmaps {
+            write_chunks(&mut self.sled, &tenant, key, self.index.bitmap(key), change)?;
+        }
+        if self.new_tenant || self.meta != self.index.meta {
+            self.sled
+                .insert(keys::meta_key(&tenant), encode_json(&self.meta)?);
+        }
+
+        self.store.commit(self.sled)?;
+        Ok(Committed {
+            meta: self.meta,
+            bitmaps: self.bitmaps,
+            new_ids: self.new_ids,
+            deleted_ids: self.deleted_ids,
+            summary: self.summary,
+        })
+    }
+
+    /// The dense id of a customer, allocating one for a customer not seen
+    /// before (or deleted since); `true` when it is new.
+    fn customer(&mut self, customer_id: &str) -> Result<(u32, bool)> {
+        if let Some(dense) = self.lookup(customer_id) {
+            return Ok((dense, false));
+        }
+        let dense = self.meta.next_dense;
+        self.meta.next_dense = dense.checked_add(1).ok_or_else(|| {
+            Error::ResourceExhausted(format!(
+                "tenant `{}` has used all 2^32 customer ids",
+                self.index.tenant
+            ))
+        })?;
+        self.new_ids.insert(customer_id.to_owned(), dense);
+        self.touched.insert(
+            dense,
+            Touched {
+                before: None,
+                after: Some(CustomerRecord::new(customer_id.to_owned(), self.now)),
+            },
+        );
+        Ok((dense, true))
+    }
+
+    fn lookup(&self, customer_id: &str) -> Option<u32> {
+        if let Some(&dense) = self.new_ids.get(customer_id) {
+            return Some(dense);
+        }
+        if self.deleted_ids.contains_key(customer_id) {
+            return None;
+        }
+        self.index.ids.get(customer_id).copied()
+    }
+
+    /// The record of a live customer, loaded from storage on first touch.
+    fn record_mut(&mut self, dense: u32) -> Result<&mut CustomerRecord> {
+        if !self.touched.contains_key(&dense) {
+            let record = self
+                .store
+                .customer(&self.index.tenant, dense)?
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "tenant `{}`: no record for live customer {dense}",
+                        self.index.tenant
+                    ))
+                })?;
+            self.touched.insert(
+                dense,
+                Touched {
+                    before: Some(record.clone()),
+                    after: Some(record),
+                },
+            );
+        }
+        self.touched
+            .get_mut(&dense)
+            .and_then(|touched| touched.after.as_mut())
+            .ok_or_else(|| Error::Internal(format!("customer {dense} was deleted in this batch")))
+    }
+
+    fn set(&mut self, key: BitmapKey, dense: u32, on: bool) {
+        let change = self.bitmaps.entry(key).or_default();
+        if on {
+            change.add.insert(dense);
+            change.remove.remove(dense);
+        } else {
+            change.remove.insert(dense);
+            change.add.remove(dense);
+        }
+    }
+
+    /// Sets the attribute bitmaps of a customer from its record before and after.
+    fn derive(
+        &mut self,
+        dense: u32,
+        before: Option<&CustomerRecord>,
+        after: Option<&CustomerRecord>,
+    ) {
+        let memberships = |record: Option<&CustomerRecord>| -> HashSet<BitmapKey> {
+            let mut keys = HashSet::new();
+            let Some(record) = record else {
+                return keys;
+            };
+            keys.insert(BitmapKey::Live);
+            if record.opted_in {
+                keys.insert(BitmapKey::OptedIn);
+            }
+            if let Some(state) = &record.state {
+                keys.insert(BitmapKey::State(state.clone()));
+                keys.insert(BitmapKey::Present(PRESENT_STATE));
+            }
+            if let Some(zone) = &record.time_zone {
+                keys.insert(BitmapKey::Timezone(zone.clone()));
+                keys.insert(BitmapKey::Present(PRESENT_TIMEZONE));
+            }
+            for tag in &record.tags {
+                keys.insert(BitmapKey::Tag(tag.clone()));
+                keys.insert(BitmapKey::Present(PRESENT_TAG));
+            }
+            for list in &record.klaviyo_lists {
+                keys.insert(BitmapKey::KlaviyoList(list.clone()));
+                keys.insert(BitmapKey::Present(PRESENT_KLAVIYO_LIST));
+            }
+            keys
+        };
+        let old = memberships(before);
+        let new = memberships(after);
+        for key in old.difference(&new) {
+            self.set(key.clone(), dense, false);
+        }
+        for key in new.difference(&old) {
+            self.set(key.clone(), dense, true);
+        }
+
+        let numbers = |record: Option<&CustomerRecord>| -> [(NumberAttr, Option<u64>); 5] {
+            [
+                (NumberAttr::Spent, record.map(|r| r.spent_cents)),
+                (NumberAttr::OrderCount, record.map(|r| r.order_count)),
+                (
+                    NumberAttr::LifetimeSpend,
+                    record.and_then(|r| r.lifetime_spend_cents),
+                ),
+                (
+                    NumberAttr::CartValue,
+                    record.and_then(|r| r.latest_cart.map(|(_, v)| v)),
+                ),
+                // Creation times are refused before 1970 at the API.
+                (
+                    NumberAttr::Created,
+                    record.map(|r| r.creation_time().max(0) as u64),
+                ),
+            ]
+        };
+        for ((attr, old), (_, new)) in numbers(before).into_iter().zip(numbers(after)) {
+            if old == new {
+                continue;
+            }
+            for (bit, on) in bsi::slice_changes(old.unwrap_or(0), new.unwrap_or(0)) {
+                self.set(BitmapKey::Slice(attr, bit), dense, on);
+            }
+            if old.is_some() != new.is_some() {
+                self.set(BitmapKey::Exists(attr), dense, new.is_some());
+            }
+        }
+    }
+}
+
+impl Committed {
+    /// Applies the durable change to the in-memory index.
+    pub fn apply(self, index: &mut TenantIndex) {
+        for (key, change) in self.bitmaps {
+            let bitmap = index.bitmaps.entry(key.clone()).or_default();
+            *bitmap |= change.add;
+            *bitmap -= change.remove;
+            if bitmap.is_empty() {
+                index.bitmaps.remove(&key);
+            }
+        }
+        for (customer_id, dense) in self.deleted_ids {
+            index.ids.remove(&customer_id);
+            if let Some(slot) = index.names.get_mut(dense as usize) {
+                *slot = None;
+            }
+        }
+        index.names.resize(self.meta.next_dense as usize, None);
+        for (customer_id, dense) in self.new_ids {
+            index.names[dense as usize] = Some(customer_id.clone().into_boxed_str());
+            index.ids.insert(customer_id, dense);
+        }
+        index.meta = self.meta;
+    }
+}
+
+/// Writes the chunks of `current` that `change` touches, as they will be.
+fn write_chunks(
+    batch: &mut sled::Batch,
+    tenant: &str,
+    key: &BitmapKey,
+    current: &RoaringBitmap,
+    change: &BitmapChange,
+) -> Result<()> {
+    let mut chunks: Vec<u16> = change
+        .add
+        .iter()
+        .chain(change.remove.iter())
+        .map(|id| (id >> 16) as u16)
+        .collect();
+    chunks.sort_unstable();
+    chunks.dedup();
+    for chunk in chunks {
+        let (low, high) = chunk_bounds(chunk);
+        let mut window = RoaringBitmap::new();
+        window.insert_range(low..=high);
+        let mut part = current & &window;
+        part |= &change.add & &window;
+        part -= &change.remove;
+        let chunk_key = keys::bitmap_chunk_key(tenant, key, chunk);
+        if part.is_empty() {
+            batch.remove(chunk_key);
+        } else {
+            let mut bytes = Vec::with_capacity(part.serialized_size());
+            part.serialize_into(&mut bytes)
+                .map_err(|error| Error::Internal(format!("serialising a bitmap: {error}")))?;
+            batch.insert(chunk_key, bytes);
+        }
+    }
+    Ok(())
+}

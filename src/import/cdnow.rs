@@ -1,0 +1,211 @@
+//! The CDNOW purchase history (`shared/data/cdnow/README.md`): one order per
+//! line, `customer_id YYYYMMDD number_of_cds dollar_value`, separated by runs
+//! of spaces, after one header line.
+//!
+//! Each line becomes an order event whose id is the line number, because
+//! identical lines are still distinct orders; importing the file again
+//! changes nothing. A date-only time is 00:00 in the tenant's time zone.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::Path;
+
+use chrono::{NaiveDate, TimeZone};
+use chrono_tz::Tz;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use super::{ImportError, ImportSummary, Progress};
+use crate::proto::segment_service_client::SegmentServiceClient;
+use crate::proto::{self, event};
+
+/// One order line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// The 1-based line number in the file (the header is line 1).
+    pub line: u64,
+    pub customer_id: String,
+    pub date: NaiveDate,
+    pub value_cents: i64,
+}
+
+/// Parses one line; `Ok(None)` for the header and blank lines.
+pub fn parse_line(text: &str, line: u64) -> Result<Option<Order>, String> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if fields.is_empty() || (line == 1 && fields.first() == Some(&"customer_id")) {
+        return Ok(None);
+    }
+    let [customer_id, date, _cds, dollars] = fields[..] else {
+        return Err(format!("expected 4 columns, found {}", fields.len()));
+    };
+    let date = NaiveDate::parse_from_str(date, "%Y%m%d")
+        .map_err(|_| format!("`{date}` is not a YYYYMMDD date"))?;
+    let value_cents =
+        dollars_to_cents(dollars).ok_or_else(|| format!("`{dollars}` is not a dollar amount"))?;
+    Ok(Some(Order {
+        line,
+        customer_id: customer_id.to_owned(),
+        date,
+        value_cents,
+    }))
+}
+
+/// `12.34` to 1234, exactly; at most two decimals.
+fn dollars_to_cents(text: &str) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() || whole.len() > 12 || fraction.len() > 2 {
+        return None;
+    }
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let fraction: i64 = match fraction.len() {
+        0 => 0,
+        1 => fraction.parse::<i64>().ok()? * 10,
+        _ => fraction.parse().ok()?,
+    };
+    Some(whole * 100 + fraction)
+}
+
+/// Loads the file at `path` into `tenant`.
+pub async fn import(
+    client: &mut SegmentServiceClient<Channel>,
+    tenant: &str,
+    path: &Path,
+    batch_size: usize,
+) -> Result<ImportSummary, ImportError> {
+    let io = |source| ImportError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let time_zone = tenant_time_zone(client, tenant).await?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let total_bytes = file.metadata().map_err(io)?.len();
+    let mut reader = std::io::BufReader::new(file);
+
+    let mut progress = Progress::new(total_bytes);
+    let mut summary = ImportSummary::default();
+    let mut customers = HashSet::new();
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut bytes = 0u64;
+    let mut text = String::new();
+    let mut line = 0u64;
+    loop {
+        text.clear();
+        let read = reader.read_line(&mut text).map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        bytes += read as u64;
+        line += 1;
+        let order = parse_line(&text, line).map_err(|message| ImportError::Format {
+            path: path.to_owned(),
+            line,
+            message,
+        })?;
+        let Some(order) = order else { continue };
+        summary.lines += 1;
+        customers.insert(order.customer_id.clone());
+        batch.push(order_event(&order, time_zone));
+        if batch.len() == batch_size {
+            send(client, tenant, &mut batch, &mut summary).await?;
+            progress.update(summary.lines, bytes, false);
+        }
+    }
+    send(client, tenant, &mut batch, &mut summary).await?;
+    progress.update(summary.lines, bytes, true);
+    summary.customers = customers.len() as u64;
+    Ok(summary)
+}
+
+fn order_event(order: &Order, time_zone: Tz) -> proto::Event {
+    let midnight = order.date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    let seconds = time_zone
+        .from_local_datetime(&midnight)
+        .earliest()
+        .map(|t| t.timestamp())
+        .unwrap_or_else(|| crate::time::start_of_date(time_zone, order.date));
+    proto::Event {
+        event_id: format!("cdnow:{}", order.line),
+        customer_id: order.customer_id.clone(),
+        time: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+        kind: Some(event::Kind::Order(event::Order {
+            value_cents: order.value_cents,
+        })),
+    }
+}
+
+async fn send(
+    client: &mut SegmentServiceClient<Channel>,
+    tenant: &str,
+    batch: &mut Vec<proto::Event>,
+    summary: &mut ImportSummary,
+) -> Result<(), ImportError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let request = proto::RecordEventsRequest {
+        tenant: tenant.to_owned(),
+        events: std::mem::take(batch),
+    };
+    let response = client.record_events(request).await?.into_inner();
+    summary.recorded += u64::from(response.recorded_count);
+    summary.duplicates += u64::from(response.duplicate_count);
+    Ok(())
+}
+
+/// The tenant's time zone, or UTC for a tenant that does not exist yet.
+async fn tenant_time_zone(
+    client: &mut SegmentServiceClient<Channel>,
+    tenant: &str,
+) -> Result<Tz, ImportError> {
+    let request = proto::GetTenantRequest {
+        tenant: tenant.to_owned(),
+    };
+    match client.get_tenant(request).await {
+        Ok(response) => Ok(response.into_inner().time_zone.parse().unwrap_or(Tz::UTC)),
+        Err(status) if status.code() == Code::NotFound => Ok(Tz::UTC),
+        Err(status) => Err(status.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_with_leading_spaces_and_crlf_parses() {
+        let order = parse_line(" 00002 19970112  5   77.00\r\n", 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(order.customer_id, "00002");
+        assert_eq!(order.date, NaiveDate::from_ymd_opt(1997, 1, 12).unwrap());
+        assert_eq!(order.value_cents, 7700);
+        assert_eq!(order.line, 3);
+    }
+
+    #[test]
+    fn the_header_is_skipped_and_bad_lines_are_refused() {
+        assert_eq!(
+            parse_line(" customer_id  date number_of_cds  dollar_value\r\n", 1),
+            Ok(None)
+        );
+        assert!(parse_line(" 00001 19970101 1", 2).is_err());
+        assert!(parse_line(" 00001 19971301 1 1.00", 2).is_err());
+        assert!(parse_line(" 00001 19970101 1 1.001", 2).is_err());
+    }
+
+    #[test]
+    fn dollars_convert_to_exact_cents() {
+        assert_eq!(dollars_to_cents("11.77"), Some(1177));
+        assert_eq!(dollars_to_cents("0.00"), Some(0));
+        assert_eq!(dollars_to_cents("12"), Some(1200));
+        assert_eq!(dollars_to_cents("0.5"), Some(50));
+        assert_eq!(dollars_to_cents("-1.00"), None);
+    }
+}

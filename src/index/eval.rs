@@ -1,0 +1,270 @@
+//! Resolves a rule to the bitmap of the customers it holds for, as set
+//! algebra over the tenant's bitmaps.
+//!
+//! Every result is a subset of the live customers: `NOT x` is the live
+//! customers minus `x`, never "every id ever handed out".
+
+use roaring::RoaringBitmap;
+
+use super::{TenantIndex, bsi};
+use crate::error::{Error, Result};
+use crate::rule::{
+    Comparison, EventKind, NumberField, NumberTest, Predicate, PresenceField, Rule, SetField,
+    Window,
+};
+use crate::store::Store;
+use crate::store::keys::{
+    BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
+    event_kind_code,
+};
+use crate::time::{self, Seconds, TimeRange};
+
+/// How deep `segment = "..."` references may nest while evaluating.
+pub const MAX_SEGMENT_DEPTH: usize = 16;
+
+/// What a rule is evaluated against.
+pub struct Evaluation<'a> {
+    pub index: &'a TenantIndex,
+    pub store: &'a Store,
+    /// The evaluation instant: moves `WITHIN` and `SINCE` only.
+    pub instant: Seconds,
+}
+
+impl Evaluation<'_> {
+    /// The live customers for whom `rule` holds.
+    pub fn rule(&self, rule: &Rule) -> Result<RoaringBitmap> {
+        let mut result = self.node(rule, 0)?;
+        result &= self.index.live();
+        Ok(result)
+    }
+
+    /// The live members of a saved segment: `(rule ∪ included) − excluded`.
+    pub fn segment(&self, segment_id: &str) -> Result<RoaringBitmap> {
+        let mut result = self.segment_members(segment_id, 0)?;
+        result &= self.index.live();
+        Ok(result)
+    }
+
+    fn segment_members(&self, segment_id: &str, depth: usize) -> Result<RoaringBitmap> {
+        if depth > MAX_SEGMENT_DEPTH {
+            return Err(Error::FailedPrecondition(format!(
+                "segment references nest deeper than {MAX_SEGMENT_DEPTH} levels at `{segment_id}`"
+            )));
+        }
+        let segment = self
+            .index
+            .segments
+            .get(segment_id)
+            .ok_or_else(|| Error::NotFound(format!("segment `{segment_id}` not found")))?;
+        let mut members = match &segment.rule {
+            Some(rule) => self.node(rule, depth + 1)?,
+            None => RoaringBitmap::new(),
+        };
+        members |= self.customers(&segment.record.included_customer_ids);
+        members -= self.customers(&segment.record.excluded_customer_ids);
+        Ok(members)
+    }
+
+    fn node(&self, rule: &Rule, depth: usize) -> Result<RoaringBitmap> {
+        match rule {
+            Rule::And(children) => {
+                let mut parts = children
+                    .iter()
+                    .map(|child| self.node(child, depth))
+                    .collect::<Result<Vec<_>>>()?;
+                parts.sort_by_key(RoaringBitmap::len);
+                let mut parts = parts.into_iter();
+                let mut result = parts.next().unwrap_or_default();
+                for part in parts {
+                    if result.is_empty() {
+                        break;
+                    }
+                    result &= part;
+                }
+                Ok(result)
+            }
+            Rule::Or(children) => {
+                let mut result = RoaringBitmap::new();
+                for child in children {
+                    result |= self.node(child, depth)?;
+                }
+                Ok(result)
+            }
+            Rule::Not(child) => Ok(self.index.live() - self.node(child, depth)?),
+            Rule::Predicate(predicate) => self.predicate(predicate, depth),
+        }
+    }
+
+    fn predicate(&self, predicate: &Predicate, depth: usize) -> Result<RoaringBitmap> {
+        let index = self.index;
+        Ok(match predicate {
+            Predicate::OptedIn => index.bitmap(&BitmapKey::OptedIn).clone(),
+            Predicate::Event {
+                kind,
+                broadcast: None,
+                window,
+            } => match window {
+                None => index.bitmap(&BitmapKey::EventAny(*kind)).clone(),
+                Some(window) => self.event_window(*kind, window)?,
+            },
+            Predicate::Event {
+                broadcast: Some(_), ..
+            } => return Err(unsupported("clicked broadcast")),
+            Predicate::Answered { .. } => return Err(unsupported("answered")),
+            Predicate::Set { field, values } => {
+                let mut result = RoaringBitmap::new();
+                for value in values {
+                    result |= index.bitmap(&set_key(*field, value));
+                }
+                result
+            }
+            Predicate::Number { field, test } => self.number(*field, *test),
+            Predicate::Created(window) => {
+                let range = time::window_range(window, index.time_zone, self.instant);
+                if range.is_empty() || range.to < 0 {
+                    RoaringBitmap::new()
+                } else {
+                    let test = NumberTest::Between(range.from.max(0) as u64, range.to as u64);
+                    bsi::select(index, NumberAttr::Created, index.live(), test)
+                }
+            }
+            Predicate::Customers(customer_ids) => self.customers(customer_ids),
+            Predicate::Segment(segment_id) => self.segment_members(segment_id, depth + 1)?,
+            Predicate::Presence { field, is_set } => {
+                let present = index.bitmap(&presence_key(*field));
+                if *is_set {
+                    present.clone()
+                } else {
+                    index.live() - present
+                }
+            }
+        })
+    }
+
+    fn number(&self, field: NumberField, test: NumberTest) -> RoaringBitmap {
+        let index = self.index;
+        let (attr, base) = match field {
+            // Always has a value: 0 without orders.
+            NumberField::Spent => (NumberAttr::Spent, index.live()),
+            NumberField::OrderCount => (NumberAttr::OrderCount, index.live()),
+            NumberField::LifetimeSpend => (
+                NumberAttr::LifetimeSpend,
+                index.bitmap(&BitmapKey::Exists(NumberAttr::LifetimeSpend)),
+            ),
+            NumberField::AbandonedCartValue => (
+                NumberAttr::CartValue,
+                index.bitmap(&BitmapKey::Exists(NumberAttr::CartValue)),
+            ),
+        };
+        match test {
+            // `x != v` is `NOT x = v`: it keeps customers with no value.
+            NumberTest::Compare(Comparison::Ne, value) => {
+                let equal = bsi::select(
+                    index,
+                    attr,
+                    base,
+                    NumberTest::Compare(Comparison::Eq, value),
+                );
+                index.live() - equal
+            }
+            test => bsi::select(index, attr, base, test),
+        }
+    }
+
+    /// Customers with an event of `kind` inside a window: whole local days
+    /// from the day bitmaps, the partial days at the edges from the time index.
+    fn event_window(&self, kind: EventKind, window: &Window) -> Result<RoaringBitmap> {
+        let index = self.index;
+        let tz = index.time_zone;
+        let range = time::window_range(window, tz, self.instant);
+        let Some(&(first_event, last_event)) = index.meta.event_bounds.get(&event_kind_code(kind))
+        else {
+            return Ok(RoaringBitmap::new());
+        };
+        let clamped = TimeRange {
+            from: range.from.max(first_event),
+            to: range.to.min(last_event),
+        };
+        if clamped.is_empty() {
+            return Ok(RoaringBitmap::new());
+        }
+
+        // A day bitmap is exact for a day the range covers whole, and for an
+        // edge day that has no events outside the range.
+        let first_day = time::day_of(tz, clamped.from);
+        let last_day = time::day_of(tz, clamped.to);
+        let low_whole =
+            range.from <= first_event || time::start_of_day(tz, first_day) >= range.from;
+        let high_whole =
+            range.to >= last_event || time::start_of_day(tz, last_day + 1) - 1 <= range.to;
+
+        let mut result = RoaringBitmap::new();
+        let (mut whole_from, mut whole_to) = (first_day, last_day);
+        if !low_whole {
+            let edge_end = clamped.to.min(time::start_of_day(tz, first_day + 1) - 1);
+            let edge = TimeRange {
+                from: clamped.from,
+                to: edge_end,
+            };
+            result |= self.store.events_in(&index.tenant, kind, edge)?;
+            whole_from = first_day + 1;
+        }
+        if !high_whole {
+            if last_day >= whole_from {
+                let edge_start = clamped.from.max(time::start_of_day(tz, last_day));
+                let edge = TimeRange {
+                    from: edge_start,
+                    to: clamped.to,
+                };
+                result |= self.store.events_in(&index.tenant, kind, edge)?;
+            }
+            whole_to = last_day - 1;
+        }
+
+        let data_first = time::day_of(tz, first_event);
+        let data_last = time::day_of(tz, last_event);
+        if whole_from <= data_first && whole_to >= data_last {
+            result |= index.bitmap(&BitmapKey::EventAny(kind));
+        } else {
+            for day in whole_from..=whole_to {
+                if let Some(bitmap) = index.bitmaps.get(&BitmapKey::EventDay(kind, day)) {
+                    result |= bitmap;
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    fn customers(&self, customer_ids: &[String]) -> RoaringBitmap {
+        customer_ids
+            .iter()
+            .filter_map(|customer_id| self.index.ids.get(customer_id).copied())
+            .collect()
+    }
+}
+
+/// The bitmap of one value of a set-like field.
+pub fn set_key(field: SetField, value: &str) -> BitmapKey {
+    match field {
+        SetField::Tag => BitmapKey::Tag(value.to_owned()),
+        SetField::State => BitmapKey::State(value.to_owned()),
+        SetField::Timezone => BitmapKey::Timezone(value.to_owned()),
+        SetField::KlaviyoList => BitmapKey::KlaviyoList(value.to_owned()),
+    }
+}
+
+/// The bitmap of customers that have a value of a field.
+pub fn presence_key(field: PresenceField) -> BitmapKey {
+    match field {
+        PresenceField::Tag => BitmapKey::Present(PRESENT_TAG),
+        PresenceField::State => BitmapKey::Present(PRESENT_STATE),
+        PresenceField::Timezone => BitmapKey::Present(PRESENT_TIMEZONE),
+        PresenceField::KlaviyoList => BitmapKey::Present(PRESENT_KLAVIYO_LIST),
+        PresenceField::LifetimeSpend => BitmapKey::Exists(NumberAttr::LifetimeSpend),
+        PresenceField::AbandonedCartValue => BitmapKey::Exists(NumberAttr::CartValue),
+    }
+}
+
+fn unsupported(qualifier: &str) -> Error {
+    Error::Unsupported(format!("qualifier `{qualifier}` is not supported yet"))
+}

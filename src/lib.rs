@@ -1,0 +1,20 @@
+//! segmentd: customer segments as roaring-bitmap set algebra, served over gRPC.
+//!
+//! The crate is one library with a thin binary. The engine (`index`,
+//! `store`, `engine`, `rule`) knows nothing of gRPC; `service` converts
+//! protobuf messages to the engine's types and back, and `server` wires the
+//! service, health and reflection onto a listener.
+
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod import;
+pub mod index;
+pub mod proto;
+pub mod rule;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod time;
+
+pub use error::Error;

@@ -1,0 +1,51 @@
+//! The `segmentd` binary: parses the command line, sets up logging, and
+//! hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use segmentd::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("segmentd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                segmentd::server::check_listen_address(&args.listen).map_err(|e| e.to_string())?;
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
+                segmentd::server::serve(listener, &args.data, segmentd::server::signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::Import(args) => segmentd::import::run(args).await.map_err(|e| e.to_string()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "segmentd stopped");
+            eprintln!("segmentd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

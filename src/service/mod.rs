@@ -1,0 +1,458 @@
+//! The gRPC face of the engine: each handler validates its request,
+//! converts it, runs the engine on a blocking thread, and converts back.
+
+pub mod convert;
+pub mod rules;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Code, Request, Response, Status};
+
+use crate::engine::Engine;
+use crate::engine::types::Audience;
+use crate::error::{Error, Result};
+use crate::proto::segment_service_server::SegmentService;
+use crate::proto::{self, count_audience_request, resolve_segment_request};
+use crate::time::Seconds;
+use convert::AudienceField;
+
+/// Page size of `ResolveSegment` when the caller gives none.
+pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+/// Largest page of `ResolveSegment`.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+/// Page size of `ListSegments` when the caller gives none.
+pub const DEFAULT_SEGMENT_PAGE_SIZE: usize = 100;
+/// Largest page of `ListSegments`.
+pub const MAX_SEGMENT_PAGE_SIZE: usize = 1_000;
+
+/// The segment service over an engine.
+#[derive(Clone)]
+pub struct Segments {
+    engine: Arc<Engine>,
+}
+
+impl Segments {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Segments { engine }
+    }
+
+    /// Runs `work` on the engine off the async threads, and logs the call.
+    async fn call<T, F>(&self, rpc: &'static str, tenant: &str, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T> + Send + 'static,
+    {
+        let started = Instant::now();
+        let engine = self.engine.clone();
+        let outcome = match tokio::task::spawn_blocking(move || work(&engine)).await {
+            Ok(result) => result.map_err(Status::from),
+            Err(join) => {
+                tracing::error!(rpc, tenant, error = %join, "handler panicked");
+                Err(Status::internal(
+                    "internal error; the server log has the details",
+                ))
+            }
+        };
+        log_call(rpc, tenant, started, outcome.as_ref().err());
+        outcome
+    }
+}
+
+fn log_call(rpc: &str, tenant: &str, started: Instant, error: Option<&Status>) {
+    let micros = started.elapsed().as_micros() as u64;
+    match error.map(Status::code) {
+        None => tracing::debug!(rpc, tenant, code = "OK", micros, "call"),
+        Some(Code::Internal | Code::Unknown | Code::DataLoss) => {
+            tracing::error!(rpc, tenant, code = ?error.map(Status::code), micros, "call failed")
+        }
+        Some(code) => tracing::info!(
+            rpc,
+            tenant,
+            ?code,
+            micros,
+            message = error.map(Status::message),
+            "call refused"
+        ),
+    }
+}
+
+/// Refuses a request before any work, logging it like a call.
+fn refuse<T>(rpc: &str, tenant: &str, error: Error) -> Result<T, Status> {
+    let status = Status::from(error);
+    log_call(rpc, tenant, Instant::now(), Some(&status));
+    Err(status)
+}
+
+fn now() -> Seconds {
+    chrono::Utc::now().timestamp()
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// The key of an audience inside page tokens.
+fn audience_key(tenant: &str, audience: &Audience) -> u64 {
+    match audience {
+        Audience::Rule(rule) => token::fingerprint(&[tenant, "rule", &rule.to_string()]),
+        Audience::Segment(segment_id) => token::fingerprint(&[tenant, "segment", segment_id]),
+    }
+}
+
+#[tonic::async_trait]
+impl SegmentService for Segments {
+    async fn upsert_customers(
+        &self,
+        request: Request<proto::UpsertCustomersRequest>,
+    ) -> Result<Response<proto::UpsertCustomersResponse>, Status> {
+        const RPC: &str = "UpsertCustomers";
+        let proto::UpsertCustomersRequest { tenant, customers } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            convert::batch_size(customers.len(), "customers")?;
+            let customers = customers
+                .into_iter()
+                .enumerate()
+                .map(|(i, customer)| convert::customer(customer, &format!("customers[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((tenant, customers))
+        })();
+        let (tenant_name, customers) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let summary = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.upsert_customers(&name, customers, now())
+            })
+            .await?;
+        Ok(Response::new(proto::UpsertCustomersResponse {
+            created_count: summary.created,
+            updated_count: summary.updated,
+        }))
+    }
+
+    async fn record_events(
+        &self,
+        request: Request<proto::RecordEventsRequest>,
+    ) -> Result<Response<proto::RecordEventsResponse>, Status> {
+        const RPC: &str = "RecordEvents";
+        let proto::RecordEventsRequest { tenant, events } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            convert::batch_size(events.len(), "events")?;
+            let events = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, event)| convert::event(event, &format!("events[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((tenant, events))
+        })();
+        let (tenant_name, events) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let summary = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.record_events(&name, events, now())
+            })
+            .await?;
+        Ok(Response::new(proto::RecordEventsResponse {
+            recorded_count: summary.recorded,
+            duplicate_count: summary.duplicates,
+        }))
+    }
+
+    async fn delete_customers(
+        &self,
+        request: Request<proto::DeleteCustomersRequest>,
+    ) -> Result<Response<proto::DeleteCustomersResponse>, Status> {
+        const RPC: &str = "DeleteCustomers";
+        let proto::DeleteCustomersRequest {
+            tenant,
+            customer_ids,
+        } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            convert::batch_size(customer_ids.len(), "customer_ids")?;
+            let ids = customer_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| convert::id(id, &format!("customer_ids[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((tenant, ids))
+        })();
+        let (tenant_name, ids) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let summary = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.delete_customers(&name, &ids, now())
+            })
+            .await?;
+        Ok(Response::new(proto::DeleteCustomersResponse {
+            deleted_count: summary.deleted,
+        }))
+    }
+
+    async fn create_segment(
+        &self,
+        request: Request<proto::CreateSegmentRequest>,
+    ) -> Result<Response<proto::CreateSegmentResponse>, Status> {
+        const RPC: &str = "CreateSegment";
+        let proto::CreateSegmentRequest {
+            tenant,
+            segment_id,
+            segment,
+        } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let segment_id = convert::id(&segment_id, "segment_id")?;
+            let segment = segment.ok_or_else(|| Error::invalid("segment", "give the segment"))?;
+            Ok((tenant, segment_id, convert::segment_input(segment)?))
+        })();
+        let (tenant_name, segment_id, input) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let record = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.create_segment(&name, &segment_id, input, now_micros())
+            })
+            .await?;
+        Ok(Response::new(proto::CreateSegmentResponse {
+            segment: Some(convert::segment_to_proto(record)),
+        }))
+    }
+
+    async fn get_segment(
+        &self,
+        request: Request<proto::GetSegmentRequest>,
+    ) -> Result<Response<proto::GetSegmentResponse>, Status> {
+        const RPC: &str = "GetSegment";
+        let proto::GetSegmentRequest { tenant, segment_id } = request.into_inner();
+        let checked = (|| {
+            Ok((
+                convert::tenant(&tenant)?,
+                convert::id(&segment_id, "segment_id")?,
+            ))
+        })();
+        let (tenant_name, segment_id) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let record = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.get_segment(&name, &segment_id)
+            })
+            .await?;
+        Ok(Response::new(proto::GetSegmentResponse {
+            segment: Some(convert::segment_to_proto(record)),
+        }))
+    }
+
+    async fn list_segments(
+        &self,
+        request: Request<proto::ListSegmentsRequest>,
+    ) -> Result<Response<proto::ListSegmentsResponse>, Status> {
+        const RPC: &str = "ListSegments";
+        let proto::ListSegmentsRequest {
+            tenant,
+            page_size,
+            page_token,
+            show_archived,
+        } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let page_size =
+                page_size_of(page_size, DEFAULT_SEGMENT_PAGE_SIZE, MAX_SEGMENT_PAGE_SIZE)?;
+            let key = token::fingerprint(&[
+                &tenant,
+                "segments",
+                if show_archived { "all" } else { "live" },
+            ]);
+            let after = list_token_decode(&page_token, key)?;
+            Ok((tenant, page_size, key, after))
+        })();
+        let (tenant_name, page_size, key, after) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let (records, more) = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.list_segments(&name, after.as_deref(), page_size, show_archived)
+            })
+            .await?;
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => list_token_encode(key, &last.segment_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListSegmentsResponse {
+            segments: records.into_iter().map(convert::segment_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn count_audience(
+        &self,
+        request: Request<proto::CountAudienceRequest>,
+    ) -> Result<Response<proto::CountAudienceResponse>, Status> {
+        const RPC: &str = "CountAudience";
+        let proto::CountAudienceRequest {
+            tenant,
+            audience,
+            as_of,
+        } = request.into_inner();
+        let audience = audience.map(|audience| match audience {
+            count_audience_request::Audience::RuleText(text) => AudienceField::RuleText(text),
+            count_audience_request::Audience::Rule(rule) => AudienceField::Rule(rule),
+            count_audience_request::Audience::SegmentId(id) => AudienceField::SegmentId(id),
+        });
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let audience = convert::audience(audience)?;
+            let instant = convert::instant(as_of.as_ref(), now())?;
+            Ok((tenant, audience, instant))
+        })();
+        let (tenant_name, audience, instant) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let rule_text = match &audience {
+            Audience::Rule(rule) => rule.to_string(),
+            Audience::Segment(_) => String::new(),
+        };
+        let name = tenant_name.clone();
+        let count = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.count(&name, &audience, instant)
+            })
+            .await?;
+        Ok(Response::new(proto::CountAudienceResponse {
+            count,
+            rule_text,
+        }))
+    }
+
+    async fn resolve_segment(
+        &self,
+        request: Request<proto::ResolveSegmentRequest>,
+    ) -> Result<Response<proto::ResolveSegmentResponse>, Status> {
+        const RPC: &str = "ResolveSegment";
+        let proto::ResolveSegmentRequest {
+            tenant,
+            audience,
+            as_of,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let audience = audience.map(|audience| match audience {
+            resolve_segment_request::Audience::RuleText(text) => AudienceField::RuleText(text),
+            resolve_segment_request::Audience::Rule(rule) => AudienceField::Rule(rule),
+            resolve_segment_request::Audience::SegmentId(id) => AudienceField::SegmentId(id),
+        });
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let audience = convert::audience(audience)?;
+            let instant = convert::instant(as_of.as_ref(), now())?;
+            let page_size = page_size_of(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+            let key = audience_key(&tenant, &audience);
+            let after = token::decode(&page_token, key, "page_token")?;
+            Ok((tenant, audience, instant, page_size, key, after))
+        })();
+        let (tenant_name, audience, instant, page_size, key, after) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let page = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.page(&name, &audience, instant, after, page_size)
+            })
+            .await?;
+        Ok(Response::new(proto::ResolveSegmentResponse {
+            customer_ids: page.customer_ids,
+            total_count: page.total_count,
+            next_page_token: page
+                .resume_after
+                .map(|after| token::encode(key, after))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<proto::GetTenantRequest>,
+    ) -> Result<Response<proto::GetTenantResponse>, Status> {
+        const RPC: &str = "GetTenant";
+        let proto::GetTenantRequest { tenant } = request.into_inner();
+        let tenant_name = match convert::tenant(&tenant) {
+            Ok(name) => name,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let info = self
+            .call(RPC, &tenant_name, move |engine| engine.tenant_info(&name))
+            .await?;
+        Ok(Response::new(proto::GetTenantResponse {
+            tenant: tenant_name,
+            time_zone: info.time_zone,
+            customer_count: info.customer_count,
+            segment_count: info.segment_count,
+        }))
+    }
+}
+
+fn page_size_of(requested: u32, default: usize, max: usize) -> Result<usize> {
+    match requested as usize {
+        0 => Ok(default),
+        size if size > max => Err(Error::invalid(
+            "page_size",
+            format!("{size} is more than the largest page, {max}"),
+        )),
+        size => Ok(size),
+    }
+}
+
+/// Segment-list tokens carry the last segment id listed.
+fn list_token_encode(key: u64, last_segment_id: &str) -> String {
+    use base64::Engine as _;
+    let mut bytes = key.to_be_bytes().to_vec();
+    bytes.extend_from_slice(last_segment_id.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn list_token_decode(token: &str, key: u64) -> Result<Option<String>> {
+    use base64::Engine as _;
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || Error::invalid("page_token", "not a page token of this listing");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    if bytes.len() < 8 || bytes[..8] != key.to_be_bytes() {
+        return Err(invalid());
+    }
+    String::from_utf8(bytes[8..].to_vec())
+        .map(Some)
+        .map_err(|_| invalid())
+}

@@ -1,0 +1,200 @@
+//! sled-backed storage: opening and checking a data directory, loading every
+//! tenant at start, and atomic, durable batches.
+//!
+//! One sled tree holds everything (see `keys` for the layout). A write
+//! becomes one `sled::Batch`, applied atomically and flushed to disk before
+//! the caller is answered.
+
+pub mod keys;
+pub mod records;
+
+use std::path::Path;
+
+use roaring::RoaringBitmap;
+
+use crate::error::{Error, Result};
+use crate::rule::EventKind;
+use crate::time::TimeRange;
+use keys::{BitmapKey, FORMAT_KEY, FORMAT_VERSION};
+use records::{CustomerRecord, SegmentRecord, TenantMeta};
+
+/// The data directory.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+/// Everything stored of one tenant, as read at start.
+pub struct TenantSnapshot {
+    pub tenant: String,
+    pub meta: TenantMeta,
+    /// (customer id, dense id) of live customers.
+    pub customers: Vec<(String, u32)>,
+    pub bitmaps: Vec<(BitmapKey, RoaringBitmap)>,
+    pub segments: Vec<SegmentRecord>,
+}
+
+impl Store {
+    /// Opens (or creates) the data directory and checks that it holds
+    /// segmentd data of a format this build reads.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        match db.get(FORMAT_KEY)? {
+            Some(version) if version.as_ref() == FORMAT_VERSION => {}
+            Some(version) => {
+                return Err(Error::Corrupt(format!(
+                    "{} holds storage format `{}`; this build reads `{}`",
+                    path.display(),
+                    String::from_utf8_lossy(&version),
+                    String::from_utf8_lossy(FORMAT_VERSION)
+                )));
+            }
+            None if db.is_empty() => {
+                db.insert(FORMAT_KEY, FORMAT_VERSION)?;
+                db.flush()?;
+            }
+            None => {
+                return Err(Error::Corrupt(format!(
+                    "{} is not a segmentd data directory (no format marker)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Store { db })
+    }
+
+    /// Applies a batch atomically and waits until it is on disk.
+    pub fn commit(&self, batch: sled::Batch) -> Result<()> {
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Waits until everything written is on disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads every tenant.
+    pub fn load(&self) -> Result<Vec<TenantSnapshot>> {
+        let mut tenants = Vec::new();
+        for row in self.db.scan_prefix([keys::TAG_META]) {
+            let (key, value) = row?;
+            let (_, tenant, _) = keys::split_key(&key)?;
+            let meta: TenantMeta = decode_json(&value, "tenant meta")?;
+            tenants.push(self.load_tenant(tenant, meta)?);
+        }
+        Ok(tenants)
+    }
+
+    fn load_tenant(&self, tenant: &str, meta: TenantMeta) -> Result<TenantSnapshot> {
+        let mut customers = Vec::new();
+        let prefix = keys::tenant_prefix(keys::TAG_EXTERNAL_ID, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let customer_id = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| Error::Corrupt(format!("tenant `{tenant}`: customer id not UTF-8")))?;
+            customers.push((customer_id.to_owned(), decode_u32(&value)?));
+        }
+
+        let mut bitmaps: Vec<(BitmapKey, RoaringBitmap)> = Vec::new();
+        let prefix = keys::tenant_prefix(keys::TAG_BITMAP, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let (bitmap, chunk) = keys::decode_bitmap_chunk(&key[prefix.len()..])?;
+            let part = RoaringBitmap::deserialize_from(value.as_ref()).map_err(|error| {
+                Error::Corrupt(format!("tenant `{tenant}`: bitmap {bitmap:?}: {error}"))
+            })?;
+            let (low, high) = chunk_bounds(chunk);
+            if part.min().is_some_and(|min| min < low) || part.max().is_some_and(|max| max > high) {
+                return Err(Error::Corrupt(format!(
+                    "tenant `{tenant}`: bitmap {bitmap:?} chunk {chunk} holds ids outside it"
+                )));
+            }
+            // Chunks of one bitmap are adjacent in key order.
+            match bitmaps.last_mut() {
+                Some((last, whole)) if *last == bitmap => *whole |= part,
+                _ => bitmaps.push((bitmap, part)),
+            }
+        }
+
+        let mut segments = Vec::new();
+        for row in self
+            .db
+            .scan_prefix(keys::tenant_prefix(keys::TAG_SEGMENT, tenant))
+        {
+            let (_, value) = row?;
+            segments.push(decode_json(&value, "segment")?);
+        }
+
+        Ok(TenantSnapshot {
+            tenant: tenant.to_owned(),
+            meta,
+            customers,
+            bitmaps,
+            segments,
+        })
+    }
+
+    /// The stored record of a customer.
+    pub fn customer(&self, tenant: &str, dense: u32) -> Result<Option<CustomerRecord>> {
+        match self.db.get(keys::customer_key(tenant, dense))? {
+            Some(value) => Ok(Some(decode_json(&value, "customer")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether an event id was applied before.
+    pub fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool> {
+        Ok(self.db.contains_key(keys::event_id_key(tenant, event_id))?)
+    }
+
+    /// The dense ids with an event of `kind` inside `range`, read from the
+    /// time index (used for the partial days at the edges of a window).
+    pub fn events_in(
+        &self,
+        tenant: &str,
+        kind: EventKind,
+        range: TimeRange,
+    ) -> Result<RoaringBitmap> {
+        let mut ids = RoaringBitmap::new();
+        if range.is_empty() {
+            return Ok(ids);
+        }
+        let from = keys::event_time_bound(tenant, kind, range.from);
+        let mut to = keys::event_time_bound(tenant, kind, range.to);
+        to.extend_from_slice(&[0xff; 4]);
+        for row in self.db.range(from..=to) {
+            let (key, _) = row?;
+            ids.insert(keys::event_time_dense(&key)?);
+        }
+        Ok(ids)
+    }
+}
+
+/// The first and last id of a chunk.
+pub fn chunk_bounds(chunk: u16) -> (u32, u32) {
+    let low = u32::from(chunk) << 16;
+    (low, low | 0xffff)
+}
+
+/// Serialises a value as JSON for storage.
+pub fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|error| Error::Internal(format!("encoding a record: {error}")))
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|error| Error::Corrupt(format!("{what} record: {error}")))
+}
+
+fn decode_u32(bytes: &[u8]) -> Result<u32> {
+    let array: [u8; 4] = bytes.try_into().map_err(|_| {
+        Error::Corrupt(format!("expected a 4-byte id, found {} bytes", bytes.len()))
+    })?;
+    Ok(u32::from_be_bytes(array))
+}

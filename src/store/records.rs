@@ -1,0 +1,103 @@
+//! The records stored beside the bitmaps: a tenant's settings, a customer's
+//! attributes and running totals, and saved segments.
+//!
+//! Records are JSON so that a field added later reads as its default from
+//! older data. The bitmaps are derived from these records and events; the
+//! records are what a write reads to know a customer's old values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Seconds;
+
+/// A tenant's settings and counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantMeta {
+    /// IANA name of the time zone the tenant's calendar days follow.
+    pub time_zone: String,
+    /// The next dense id to hand out; ids are never reused.
+    pub next_dense: u32,
+    /// Earliest and latest event time per event kind code.
+    #[serde(default)]
+    pub event_bounds: BTreeMap<u8, (Seconds, Seconds)>,
+    pub create_time: Seconds,
+}
+
+/// What segmentd knows of one customer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerRecord {
+    /// The merchant's id.
+    pub customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub klaviyo_lists: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_spend_cents: Option<u64>,
+    /// Consent now, and the time of the change that set it (latest wins).
+    #[serde(default)]
+    pub opted_in: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_time: Option<Seconds>,
+    /// The store's creation attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<Seconds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_event_time: Option<Seconds>,
+    /// When segmentd first heard of the customer.
+    pub first_seen_time: Seconds,
+    #[serde(default)]
+    pub order_count: u64,
+    #[serde(default)]
+    pub spent_cents: u64,
+    /// The latest abandoned cart: (time, value in cents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_cart: Option<(Seconds, u64)>,
+}
+
+impl CustomerRecord {
+    /// A customer first heard of at `now`.
+    pub fn new(customer_id: String, now: Seconds) -> Self {
+        CustomerRecord {
+            customer_id,
+            first_seen_time: now,
+            ..CustomerRecord::default()
+        }
+    }
+
+    /// The creation time of RULES.md: the store's attribute, else the
+    /// earliest event, else the first upsert.
+    pub fn creation_time(&self) -> Seconds {
+        self.create_time
+            .or(self.first_event_time)
+            .unwrap_or(self.first_seen_time)
+    }
+}
+
+/// A saved segment as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentRecord {
+    pub segment_id: String,
+    pub title: String,
+    /// Canonical rule text; empty for a segment of include lists only.
+    pub rule_text: String,
+    #[serde(default)]
+    pub included_customer_ids: Vec<String>,
+    #[serde(default)]
+    pub excluded_customer_ids: Vec<String>,
+    pub version: u64,
+    #[serde(default)]
+    pub archived: bool,
+    /// Microseconds since the epoch.
+    pub create_time_micros: i64,
+    pub update_time_micros: i64,
+}

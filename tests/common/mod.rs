@@ -1,0 +1,100 @@
+//! Shared test support: a real segmentd server on a free loopback port with
+//! a temporary data directory, and a generated gRPC client for it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use segmentd::proto::segment_service_client::SegmentServiceClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<segmentd::error::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server on `127.0.0.1:0` over the data directory `data`.
+    pub async fn start(data: &Path) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let path = data.to_owned();
+        let task = tokio::spawn(async move {
+            segmentd::server::serve(listener, &path, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let server = TestServer {
+            addr,
+            data: data.to_owned(),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server.wait_until_serving().await;
+        server
+    }
+
+    /// A new client of the segment service.
+    pub async fn client(&self) -> SegmentServiceClient<Channel> {
+        SegmentServiceClient::new(self.channel().await)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn wait_until_serving(&self) {
+        use tonic_health::pb::health_client::HealthClient;
+        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+        for _ in 0..200 {
+            if let Ok(channel) = Channel::from_shared(self.url()).unwrap().connect().await {
+                let mut health = HealthClient::new(channel);
+                let request = HealthCheckRequest {
+                    service: String::new(),
+                };
+                if let Ok(response) = health.check(request).await
+                    && response.into_inner().status == ServingStatus::Serving as i32
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("server at {} never became SERVING", self.addr);
+    }
+
+    /// Stops the server gracefully and waits until storage is flushed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A timestamp from an RFC 3339 string.
+pub fn ts(text: &str) -> prost_types::Timestamp {
+    let t = chrono::DateTime::parse_from_rfc3339(text).unwrap();
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
