@@ -552,3 +552,55 @@ async fn a_page_token_works_only_for_its_own_audience() {
     assert_eq!(second.customer_ids, vec!["c2", "c3"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn window_edges_inside_a_day_are_exact_to_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    record(
+        &mut client,
+        "shop",
+        vec![
+            order("early", "early", "2026-05-10T03:00:00Z", 100),
+            order("noon", "noon", "2026-05-10T12:00:00Z", 100),
+            order("late", "late", "2026-05-10T20:00:00Z", 100),
+            order("next", "next", "2026-05-11T01:00:00Z", 100),
+        ],
+    )
+    .await
+    .unwrap();
+    let at = |rule: &str, as_of: &str| CountAudienceRequest {
+        tenant: "shop".into(),
+        audience: Some(count_audience_request::Audience::RuleText(rule.into())),
+        as_of: Some(ts(as_of)),
+    };
+    let cases = [
+        // (rule, as_of, customers counted by hand from the four orders above)
+        ("ordered WITHIN 2h", "2026-05-10T13:00:00Z", 1), // noon
+        ("ordered WITHIN 1h", "2026-05-10T13:00:00Z", 0), // noon is exactly 1h back: excluded
+        ("ordered WITHIN 1d", "2026-05-10T12:00:00Z", 2), // early, noon (the instant is included)
+        ("ordered WITHIN 1d", "2026-05-10T11:59:59Z", 1), // early
+        ("ordered SINCE 2026-05-10", "2026-05-10T19:59:59Z", 2), // early, noon
+        ("ordered SINCE 2026-05-10", "2026-05-11T01:00:00Z", 4),
+        ("ordered WITHIN 22h", "2026-05-11T01:00:00Z", 3), // noon, late, next
+        ("ordered WITHIN 13h", "2026-05-11T01:00:00Z", 2), // late, next
+        (
+            "ordered BETWEEN 2026-05-10 AND 2026-05-10",
+            "2026-05-10T00:00:00Z",
+            3,
+        ),
+        ("ordered BEFORE 2026-05-11", "2026-05-10T00:00:00Z", 3),
+        ("NOT ordered WITHIN 2d", "2026-05-12T00:00:00Z", 3), // only next is in 05-11..05-12
+    ];
+    for (rule, as_of, expected) in cases {
+        let got = client
+            .count_audience(at(rule, as_of))
+            .await
+            .unwrap()
+            .into_inner()
+            .count;
+        assert_eq!(got, expected, "`{rule}` at {as_of}");
+    }
+    server.stop().await;
+}
