@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA: &str = "segmentd-data";
 /// The server that client commands call unless told otherwise.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:50051";
+/// Events per `RecordEvents` call of an import.
+pub const DEFAULT_BATCH_SIZE: u32 = 1_000;
 
 /// Customer segments as roaring-bitmap set algebra, served over gRPC.
 #[derive(Debug, Parser)]
@@ -31,8 +33,9 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SEGMENTD_LISTEN", default_value = DEFAULT_LISTEN)]
+    /// Address to listen on, as host:port. Without API keys only loopback
+    /// addresses (127.0.0.1, ::1, localhost) are accepted.
+    #[arg(long, env = "SEGMENTD_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Data directory (created if missing).
     #[arg(long, env = "SEGMENTD_DATA", default_value = DEFAULT_DATA)]
@@ -42,7 +45,7 @@ pub struct ServeArgs {
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// The tenant to load into; created by the first write.
-    #[arg(long)]
+    #[arg(long, env = "SEGMENTD_TENANT")]
     pub tenant: String,
     /// The file's format.
     #[arg(long, value_enum)]
@@ -51,7 +54,8 @@ pub struct ImportArgs {
     #[arg(long, env = "SEGMENTD_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
     /// Events per RecordEvents call.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "SEGMENTD_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// The file to load.
     pub path: PathBuf,
@@ -61,4 +65,15 @@ pub struct ImportArgs {
 pub enum ImportFormat {
     /// CDNOW purchase history: whitespace-separated id, YYYYMMDD date, CDs, dollars.
     Cdnow,
+}
+
+/// Resolves `host:port` (`localhost:50051` included) to the address to bind.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|error| format!("`{text}` is not a host:port address: {error}"))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
 }

@@ -1,10 +1,9 @@
-//! One error type for the whole engine, and its single mapping to a gRPC status.
+//! One error type for the whole engine.
 //!
 //! Variants are grouped by what the caller can do about them: fix the input,
-//! pick another name, retry, or nothing (our own faults). Our own faults reach
-//! the caller as a generic `INTERNAL` message; the details go to the log.
-
-use tonic::{Code, Status};
+//! pick another name, retry, or nothing (our own faults). `service::status`
+//! maps them to gRPC codes; our own faults reach the caller as a generic
+//! `INTERNAL` message, with the details in the log.
 
 use crate::rule::{ParseError, RuleError};
 
@@ -59,6 +58,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the fault is ours rather than the caller's.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_)
+        )
+    }
+
     /// Bad input in the named request field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidArgument {
@@ -70,25 +77,3 @@ impl Error {
 
 /// A convenient alias for results of the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<Error> for Status {
-    fn from(error: Error) -> Status {
-        let code = match &error {
-            Error::InvalidArgument { .. }
-            | Error::RuleSyntax { .. }
-            | Error::RuleInvalid { .. } => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Aborted(_) => Code::Aborted,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::Unsupported(_) => Code::Unimplemented,
-            Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => Code::Internal,
-        };
-        if code == Code::Internal {
-            tracing::error!(error = %error, "internal error");
-            return Status::internal("internal error; the server log has the details");
-        }
-        Status::new(code, error.to_string())
-    }
-}

@@ -1,6 +1,7 @@
 //! The `segmentd` binary: parses the command line, sets up logging, and
 //! hands over to the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -29,11 +31,13 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
+                let shutdown = segmentd::server::shutdown_signal()
+                    .map_err(|error| format!("cannot listen for signals: {error}"))?;
                 segmentd::server::check_listen_address(&args.listen).map_err(|e| e.to_string())?;
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
                     .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
-                segmentd::server::serve(listener, &args.data, segmentd::server::signal())
+                segmentd::server::serve(listener, &args.data, shutdown)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -43,7 +47,6 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "segmentd stopped");
             eprintln!("segmentd: {error}");
             ExitCode::FAILURE
         }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -28,8 +29,8 @@ pub fn check_listen_address(addr: &SocketAddr) -> Result<()> {
         return Ok(());
     }
     Err(Error::FailedPrecondition(format!(
-        "refusing to serve without API keys on {addr}: without an admin key segmentd listens \
-         on a loopback address only (such as 127.0.0.1:50051)"
+        "refusing to listen on {addr}: segmentd has no API keys yet, so it serves on loopback \
+         addresses only (127.0.0.1, ::1 or localhost, such as 127.0.0.1:50051)"
     )))
 }
 
@@ -45,12 +46,7 @@ pub async fn serve(
     check_listen_address(&local)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-        .await;
+    set_health(&health, ServingStatus::NotServing).await;
 
     let started = std::time::Instant::now();
     let path = data.to_owned();
@@ -74,22 +70,14 @@ pub async fn serve(
     let segments = SegmentServiceServer::new(Segments::new(engine.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-    health.set_service_status("", ServingStatus::Serving).await;
-    health
-        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-        .await;
+    set_health(&health, ServingStatus::Serving).await;
     tracing::info!(listen = %local, "serving without API keys (loopback only)");
 
     let stopping = health.clone();
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight calls");
-        stopping
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        stopping
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        set_health(&stopping, ServingStatus::NotServing).await;
     };
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -108,6 +96,12 @@ pub async fn serve(
     Ok(())
 }
 
+/// Sets the health of the server as a whole and of the segment service.
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
 /// A reflection builder that describes every service served: ours, health,
 /// and both reflection versions, so either version lists all of them.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
@@ -119,27 +113,26 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(terminate) => terminate,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+/// Listens for SIGINT and SIGTERM from now on, and returns a future that
+/// resolves on the first of them. Call it before anything slow, so that a
+/// signal sent during start-up is not lost.
+#[cfg(unix)]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

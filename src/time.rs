@@ -100,8 +100,9 @@ pub fn window_range(window: &Window, tz: Tz, instant: Seconds) -> TimeRange {
                     } else {
                         amount
                     };
-                    let today = day_of(tz, instant);
-                    start_of_day(tz, today.saturating_sub((days - 1) as DayNumber))
+                    // A window longer than the calendar reaches back to its start.
+                    let back = DayNumber::try_from(days - 1).unwrap_or(DayNumber::MAX);
+                    start_of_day(tz, day_of(tz, instant).saturating_sub(back))
                 }
             };
             TimeRange { from, to: instant }
@@ -217,6 +218,17 @@ mod tests {
         let range = window_range(&window, Tz::UTC, instant);
         assert_eq!(range.from, instant - 7200 + 1);
         assert_eq!(range.to, instant);
+    }
+
+    #[test]
+    fn a_window_longer_than_the_calendar_reaches_back_to_its_start() {
+        let window = Window::Within(crate::rule::Duration {
+            amount: u32::MAX,
+            unit: DurationUnit::Weeks,
+        });
+        let range = window_range(&window, Tz::UTC, 1_000_000);
+        assert!(range.from < -1_000_000_000_000, "from {}", range.from);
+        assert_eq!(range.to, 1_000_000);
     }
 
     #[test]

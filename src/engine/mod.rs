@@ -12,7 +12,8 @@ pub mod write;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use roaring::RoaringBitmap;
 
@@ -33,7 +34,7 @@ pub struct Tenant {
     writer: Mutex<()>,
     index: RwLock<TenantIndex>,
     /// False until the tenant's first write is on disk.
-    stored: std::sync::atomic::AtomicBool,
+    stored: AtomicBool,
 }
 
 /// Facts about a tenant.
@@ -125,27 +126,70 @@ impl Engine {
 
     fn write(
         &self,
-        tenant: &str,
+        name: &str,
         now: Seconds,
         plan: impl FnOnce(&mut WriteBatch) -> Result<()>,
     ) -> Result<WriteSummary> {
-        let tenant = self.tenant_or_create(tenant, now)?;
-        let _writer = tenant.writer.lock().map_err(|_| poisoned())?;
+        let tenant = self.tenant_or_create(name, now)?;
+        // The writer lock guards no data: a panic that poisoned it left nothing half done.
+        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let new_tenant = !tenant.stored.load(Ordering::Acquire);
         let committed = {
             let index = read(&tenant.index);
-            let new_tenant = !tenant.stored.load(std::sync::atomic::Ordering::Acquire);
             let mut batch = WriteBatch::new(&index, &self.store, now, new_tenant);
-            plan(&mut batch)?;
-            batch.commit()?
+            plan(&mut batch).and_then(|()| batch.commit())
         };
+        let committed = match committed {
+            Ok(committed) => committed,
+            Err(error) => {
+                self.recover(name, &tenant, new_tenant, &error);
+                return Err(error);
+            }
+        };
+
         let summary = committed.summary;
-        let mut index = tenant.index.write().map_err(|_| poisoned())?;
+        let mut index = tenant.index.write().unwrap_or_else(PoisonError::into_inner);
         committed.apply(&mut index);
         drop(index);
-        tenant
-            .stored
-            .store(true, std::sync::atomic::Ordering::Release);
+        tenant.stored.store(true, Ordering::Release);
         Ok(summary)
+    }
+
+    /// Brings a tenant back in line with storage after a failed write. A
+    /// storage fault may leave the batch on disk or not, so the index is
+    /// reloaded from disk; a tenant whose first write failed is forgotten.
+    fn recover(&self, name: &str, tenant: &Tenant, new_tenant: bool, error: &Error) {
+        let storage_fault = error.is_internal();
+        if !storage_fault {
+            if new_tenant {
+                self.forget(name);
+            }
+            return;
+        }
+        tracing::error!(tenant = name, %error, "write failed; reloading the tenant from storage");
+        let reloaded = self
+            .store
+            .load_one(name)
+            .and_then(|snapshot| snapshot.map(TenantIndex::from_snapshot).transpose());
+        match reloaded {
+            Ok(Some(index)) => {
+                *tenant.index.write().unwrap_or_else(PoisonError::into_inner) = index;
+                tenant.stored.store(true, Ordering::Release);
+            }
+            Ok(None) => self.forget(name),
+            Err(error) => tracing::error!(tenant = name, %error, "cannot reload the tenant"),
+        }
+    }
+
+    /// Drops a tenant that has nothing on disk.
+    fn forget(&self, name: &str) {
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        if tenants
+            .get(name)
+            .is_some_and(|tenant| !tenant.stored.load(Ordering::Acquire))
+        {
+            tenants.remove(name);
+        }
     }
 
     /// The members of an audience.
@@ -234,7 +278,7 @@ impl Engine {
     fn tenant(&self, name: &str) -> Result<Arc<Tenant>> {
         read(&self.tenants)
             .get(name)
-            .filter(|tenant| tenant.stored.load(std::sync::atomic::Ordering::Acquire))
+            .filter(|tenant| tenant.stored.load(Ordering::Acquire))
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("tenant `{name}` not found")))
     }
@@ -243,7 +287,7 @@ impl Engine {
         if let Some(tenant) = read(&self.tenants).get(name) {
             return Ok(tenant.clone());
         }
-        let mut tenants = self.tenants.write().map_err(|_| poisoned())?;
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(tenant) = tenants.get(name) {
             return Ok(tenant.clone());
         }
@@ -271,8 +315,4 @@ fn tenant_name(tenant: &Tenant) -> String {
 /// because the index is only changed after a write has fully succeeded.
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn poisoned() -> Error {
-    Error::Internal("a lock was poisoned by an earlier panic".into())
 }

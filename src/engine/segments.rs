@@ -7,7 +7,9 @@
 use std::sync::atomic::Ordering;
 
 use super::types::SegmentInput;
-use super::{Engine, poisoned, read};
+use std::sync::PoisonError;
+
+use super::{Engine, read};
 use crate::error::{Error, Result};
 use crate::index::{SavedSegment, TenantIndex};
 use crate::rule::{Predicate, Rule};
@@ -28,7 +30,7 @@ impl Engine {
         now_micros: i64,
     ) -> Result<SegmentRecord> {
         let tenant = self.tenant(tenant)?;
-        let _writer = tenant.writer.lock().map_err(|_| poisoned())?;
+        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let record = {
             let index = read(&tenant.index);
             if index.segments.contains_key(segment_id) {
@@ -71,7 +73,7 @@ impl Engine {
         tenant
             .index
             .write()
-            .map_err(|_| poisoned())?
+            .unwrap_or_else(PoisonError::into_inner)
             .segments
             .insert(segment_id.to_owned(), saved);
         Ok(record)

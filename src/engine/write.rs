@@ -241,15 +241,16 @@ impl<'a> WriteBatch<'a> {
                 None => self.sled.remove(key),
             }
         }
+        // Removals first: a later operation on the same key wins in a batch.
+        for customer_id in self.deleted_ids.keys() {
+            self.sled
+                .remove(keys::external_id_key(&tenant, customer_id));
+        }
         for (customer_id, dense) in &self.new_ids {
             self.sled.insert(
                 keys::external_id_key(&tenant, customer_id),
                 &dense.to_be_bytes(),
             );
-        }
-        for customer_id in self.deleted_ids.keys() {
-            self.sled
-                .remove(keys::external_id_key(&tenant, customer_id));
         }
         for (key, change) in &self.bitmaps {
             write_chunks(&mut self.sled, &tenant, key, self.index.bitmap(key), change)?;

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::Path;
 
-use chrono::{NaiveDate, TimeZone};
+use chrono::NaiveDate;
 use chrono_tz::Tz;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -18,6 +18,8 @@ use tonic::transport::Channel;
 use super::{ImportError, ImportSummary, Progress};
 use crate::proto::segment_service_client::SegmentServiceClient;
 use crate::proto::{self, event};
+use crate::rule::values::parse_amount_cents;
+use crate::time::start_of_date;
 
 /// One order line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +42,9 @@ pub fn parse_line(text: &str, line: u64) -> Result<Option<Order>, String> {
     };
     let date = NaiveDate::parse_from_str(date, "%Y%m%d")
         .map_err(|_| format!("`{date}` is not a YYYYMMDD date"))?;
-    let value_cents =
-        dollars_to_cents(dollars).ok_or_else(|| format!("`{dollars}` is not a dollar amount"))?;
+    let value_cents = parse_amount_cents(dollars)
+        .and_then(|cents| i64::try_from(cents).ok())
+        .ok_or_else(|| format!("`{dollars}` is not a dollar amount"))?;
     Ok(Some(Order {
         line,
         customer_id: customer_id.to_owned(),
@@ -50,33 +53,12 @@ pub fn parse_line(text: &str, line: u64) -> Result<Option<Order>, String> {
     }))
 }
 
-/// `12.34` to 1234, exactly; at most two decimals.
-fn dollars_to_cents(text: &str) -> Option<i64> {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() || whole.len() > 12 || fraction.len() > 2 {
-        return None;
-    }
-    if !whole
-        .bytes()
-        .chain(fraction.bytes())
-        .all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let whole: i64 = whole.parse().ok()?;
-    let fraction: i64 = match fraction.len() {
-        0 => 0,
-        1 => fraction.parse::<i64>().ok()? * 10,
-        _ => fraction.parse().ok()?,
-    };
-    Some(whole * 100 + fraction)
-}
-
 /// Loads the file at `path` into `tenant`.
 pub async fn import(
     client: &mut SegmentServiceClient<Channel>,
     tenant: &str,
     path: &Path,
+    file: std::fs::File,
     batch_size: usize,
 ) -> Result<ImportSummary, ImportError> {
     let io = |source| ImportError::Io {
@@ -84,7 +66,6 @@ pub async fn import(
         source,
     };
     let time_zone = tenant_time_zone(client, tenant).await?;
-    let file = std::fs::File::open(path).map_err(io)?;
     let total_bytes = file.metadata().map_err(io)?.len();
     let mut reader = std::io::BufReader::new(file);
 
@@ -124,12 +105,7 @@ pub async fn import(
 }
 
 fn order_event(order: &Order, time_zone: Tz) -> proto::Event {
-    let midnight = order.date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    let seconds = time_zone
-        .from_local_datetime(&midnight)
-        .earliest()
-        .map(|t| t.timestamp())
-        .unwrap_or_else(|| crate::time::start_of_date(time_zone, order.date));
+    let seconds = start_of_date(time_zone, order.date);
     proto::Event {
         event_id: format!("cdnow:{}", order.line),
         customer_id: order.customer_id.clone(),
@@ -202,10 +178,12 @@ mod tests {
 
     #[test]
     fn dollars_convert_to_exact_cents() {
-        assert_eq!(dollars_to_cents("11.77"), Some(1177));
-        assert_eq!(dollars_to_cents("0.00"), Some(0));
-        assert_eq!(dollars_to_cents("12"), Some(1200));
-        assert_eq!(dollars_to_cents("0.5"), Some(50));
-        assert_eq!(dollars_to_cents("-1.00"), None);
+        let cents =
+            |text| parse_line(&format!(" 1 19970101 1 {text}"), 2).map(|o| o.unwrap().value_cents);
+        assert_eq!(cents("11.77"), Ok(1177));
+        assert_eq!(cents("0.00"), Ok(0));
+        assert_eq!(cents("12"), Ok(1200));
+        assert_eq!(cents("0.5"), Ok(50));
+        assert!(cents("-1.00").is_err());
     }
 }

@@ -27,8 +27,22 @@ pub enum ImportError {
     },
     #[error("cannot reach the server at {server}: {message}")]
     Connect { server: String, message: String },
-    #[error("the server refused a batch: {0}")]
+    #[error("`{0}` is not a server address: give host:port or an http:// URL")]
+    BadServer(String),
+    #[error("the server refused a call: {}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
+}
+
+/// An error and its sources, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Connects to a server given as `host:port` or a URL.
@@ -42,11 +56,14 @@ pub async fn connect(server: &str) -> Result<SegmentServiceClient<Channel>, Impo
         server: server.to_owned(),
         message,
     };
-    let endpoint = Endpoint::from_shared(url).map_err(|e| failed(e.to_string()))?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let endpoint =
+        Endpoint::from_shared(url).map_err(|_| ImportError::BadServer(server.to_owned()))?;
+    let channel = endpoint.connect().await.map_err(|error| {
+        failed(format!(
+            "{}; is `segmentd serve` running there?",
+            error_chain(&error)
+        ))
+    })?;
     Ok(SegmentServiceClient::new(channel)
         .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES))
 }
@@ -54,16 +71,15 @@ pub async fn connect(server: &str) -> Result<SegmentServiceClient<Channel>, Impo
 /// Runs an import as the command line asked.
 pub async fn run(args: ImportArgs) -> Result<(), ImportError> {
     let started = Instant::now();
+    let file = std::fs::File::open(&args.path).map_err(|source| ImportError::Io {
+        path: args.path.clone(),
+        source,
+    })?;
     let mut client = connect(&args.server).await?;
     let summary = match args.format {
         ImportFormat::Cdnow => {
-            cdnow::import(
-                &mut client,
-                &args.tenant,
-                &args.path,
-                args.batch_size as usize,
-            )
-            .await?
+            let batch_size = args.batch_size as usize;
+            cdnow::import(&mut client, &args.tenant, &args.path, file, batch_size).await?
         }
     };
     println!(

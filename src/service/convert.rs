@@ -265,11 +265,33 @@ pub fn event(event: proto::Event, path: &str) -> Result<NewEvent> {
     })
 }
 
-/// The audience of a count or resolve request, and its key for page tokens.
+/// The audience of a count or resolve request, whichever request it came in.
 pub enum AudienceField {
     RuleText(String),
     Rule(proto::Rule),
     SegmentId(String),
+}
+
+impl From<proto::count_audience_request::Audience> for AudienceField {
+    fn from(audience: proto::count_audience_request::Audience) -> Self {
+        use proto::count_audience_request::Audience;
+        match audience {
+            Audience::RuleText(text) => AudienceField::RuleText(text),
+            Audience::Rule(rule) => AudienceField::Rule(rule),
+            Audience::SegmentId(id) => AudienceField::SegmentId(id),
+        }
+    }
+}
+
+impl From<proto::resolve_segment_request::Audience> for AudienceField {
+    fn from(audience: proto::resolve_segment_request::Audience) -> Self {
+        use proto::resolve_segment_request::Audience;
+        match audience {
+            Audience::RuleText(text) => AudienceField::RuleText(text),
+            Audience::Rule(rule) => AudienceField::Rule(rule),
+            Audience::SegmentId(id) => AudienceField::SegmentId(id),
+        }
+    }
 }
 
 /// Parses or converts an audience.

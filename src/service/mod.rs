@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod rules;
+pub mod status;
 pub mod token;
 
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use tonic::{Code, Request, Response, Status};
 use crate::engine::Engine;
 use crate::engine::types::Audience;
 use crate::error::{Error, Result};
+use crate::proto;
 use crate::proto::segment_service_server::SegmentService;
-use crate::proto::{self, count_audience_request, resolve_segment_request};
 use crate::time::Seconds;
 use convert::AudienceField;
 
@@ -47,7 +48,13 @@ impl Segments {
         let started = Instant::now();
         let engine = self.engine.clone();
         let outcome = match tokio::task::spawn_blocking(move || work(&engine)).await {
-            Ok(result) => result.map_err(Status::from),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_internal() {
+                    tracing::error!(rpc, tenant, error = %error, "internal error");
+                }
+                Err(Status::from(error))
+            }
             Err(join) => {
                 tracing::error!(rpc, tenant, error = %join, "handler panicked");
                 Err(Status::internal(
@@ -78,10 +85,12 @@ fn log_call(rpc: &str, tenant: &str, started: Instant, error: Option<&Status>) {
     }
 }
 
-/// Refuses a request before any work, logging it like a call.
+/// Refuses a request before any work, logging it like a call. The tenant
+/// is not checked yet, so only its start is logged.
 fn refuse<T>(rpc: &str, tenant: &str, error: Error) -> Result<T, Status> {
     let status = Status::from(error);
-    log_call(rpc, tenant, Instant::now(), Some(&status));
+    let shown: String = tenant.chars().take(convert::MAX_TENANT_BYTES).collect();
+    log_call(rpc, &shown, Instant::now(), Some(&status));
     Err(status)
 }
 
@@ -284,7 +293,7 @@ impl SegmentService for Segments {
                 "segments",
                 if show_archived { "all" } else { "live" },
             ]);
-            let after = list_token_decode(&page_token, key)?;
+            let after = token::decode_listing(&page_token, key)?;
             Ok((tenant, page_size, key, after))
         })();
         let (tenant_name, page_size, key, after) = match checked {
@@ -299,7 +308,7 @@ impl SegmentService for Segments {
             })
             .await?;
         let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => list_token_encode(key, &last.segment_id),
+            (true, Some(last)) => token::encode_listing(key, &last.segment_id),
             _ => String::new(),
         };
         Ok(Response::new(proto::ListSegmentsResponse {
@@ -318,11 +327,7 @@ impl SegmentService for Segments {
             audience,
             as_of,
         } = request.into_inner();
-        let audience = audience.map(|audience| match audience {
-            count_audience_request::Audience::RuleText(text) => AudienceField::RuleText(text),
-            count_audience_request::Audience::Rule(rule) => AudienceField::Rule(rule),
-            count_audience_request::Audience::SegmentId(id) => AudienceField::SegmentId(id),
-        });
+        let audience = audience.map(AudienceField::from);
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let audience = convert::audience(audience)?;
@@ -362,18 +367,20 @@ impl SegmentService for Segments {
             page_size,
             page_token,
         } = request.into_inner();
-        let audience = audience.map(|audience| match audience {
-            resolve_segment_request::Audience::RuleText(text) => AudienceField::RuleText(text),
-            resolve_segment_request::Audience::Rule(rule) => AudienceField::Rule(rule),
-            resolve_segment_request::Audience::SegmentId(id) => AudienceField::SegmentId(id),
-        });
+        let audience = audience.map(AudienceField::from);
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let audience = convert::audience(audience)?;
-            let instant = convert::instant(as_of.as_ref(), now())?;
             let page_size = page_size_of(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
             let key = audience_key(&tenant, &audience);
-            let after = token::decode(&page_token, key, "page_token")?;
+            let position = token::decode_audience(&page_token, key)?;
+            // Later pages keep the first page's instant, so that a moving
+            // window does not shift members between pages.
+            let instant = match (&as_of, position) {
+                (None, Some(position)) => position.instant,
+                _ => convert::instant(as_of.as_ref(), now())?,
+            };
+            let after = position.map(|position| position.after);
             Ok((tenant, audience, instant, page_size, key, after))
         })();
         let (tenant_name, audience, instant, page_size, key, after) = match checked {
@@ -392,7 +399,9 @@ impl SegmentService for Segments {
             total_count: page.total_count,
             next_page_token: page
                 .resume_after
-                .map(|after| token::encode(key, after))
+                .map(|after| {
+                    token::encode_audience(key, token::AudiencePosition { after, instant })
+                })
                 .unwrap_or_default(),
         }))
     }
@@ -430,29 +439,4 @@ fn page_size_of(requested: u32, default: usize, max: usize) -> Result<usize> {
         )),
         size => Ok(size),
     }
-}
-
-/// Segment-list tokens carry the last segment id listed.
-fn list_token_encode(key: u64, last_segment_id: &str) -> String {
-    use base64::Engine as _;
-    let mut bytes = key.to_be_bytes().to_vec();
-    bytes.extend_from_slice(last_segment_id.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn list_token_decode(token: &str, key: u64) -> Result<Option<String>> {
-    use base64::Engine as _;
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let invalid = || Error::invalid("page_token", "not a page token of this listing");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| invalid())?;
-    if bytes.len() < 8 || bytes[..8] != key.to_be_bytes() {
-        return Err(invalid());
-    }
-    String::from_utf8(bytes[8..].to_vec())
-        .map(Some)
-        .map_err(|_| invalid())
 }

@@ -1,11 +1,12 @@
-//! Opaque page tokens (AIP-158): where the next page starts, bound to the
-//! tenant and audience that issued it, so a token cannot be replayed
-//! against another audience.
+//! Opaque page tokens (AIP-158). A token names where the next page starts
+//! and is sealed with a fingerprint of the tenant and listing that issued
+//! it, so a token cannot be replayed against another audience or tenant.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{Error, Result};
+use crate::time::Seconds;
 
 const VERSION: u8 = 1;
 
@@ -21,34 +22,73 @@ pub fn fingerprint(parts: &[&str]) -> u64 {
     hash
 }
 
-/// Encodes the position `after` (a dense id) for audience `fingerprint`.
-pub fn encode(fingerprint: u64, after: u32) -> String {
-    let mut bytes = Vec::with_capacity(13);
+/// Where the next page of an audience starts: after dense id `after`,
+/// evaluated at the same `instant` as the first page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudiencePosition {
+    pub after: u32,
+    pub instant: Seconds,
+}
+
+pub fn encode_audience(fingerprint: u64, position: AudiencePosition) -> String {
+    let mut payload = position.after.to_be_bytes().to_vec();
+    payload.extend_from_slice(&position.instant.to_be_bytes());
+    seal(fingerprint, &payload)
+}
+
+/// The position in a token issued for `fingerprint`; `None` for no token.
+pub fn decode_audience(token: &str, fingerprint: u64) -> Result<Option<AudiencePosition>> {
+    let Some(payload) = open(token, fingerprint)? else {
+        return Ok(None);
+    };
+    let (after, instant) = payload.split_at_checked(4).ok_or_else(malformed)?;
+    Ok(Some(AudiencePosition {
+        after: u32::from_be_bytes(after.try_into().map_err(|_| malformed())?),
+        instant: i64::from_be_bytes(instant.try_into().map_err(|_| malformed())?),
+    }))
+}
+
+/// A segment listing continues after segment id `last`.
+pub fn encode_listing(fingerprint: u64, last: &str) -> String {
+    seal(fingerprint, last.as_bytes())
+}
+
+pub fn decode_listing(token: &str, fingerprint: u64) -> Result<Option<String>> {
+    match open(token, fingerprint)? {
+        Some(payload) => String::from_utf8(payload)
+            .map(Some)
+            .map_err(|_| malformed()),
+        None => Ok(None),
+    }
+}
+
+fn seal(fingerprint: u64, payload: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(9 + payload.len());
     bytes.push(VERSION);
     bytes.extend_from_slice(&fingerprint.to_be_bytes());
-    bytes.extend_from_slice(&after.to_be_bytes());
+    bytes.extend_from_slice(payload);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes a token issued for `fingerprint`; `None` for an empty token.
-pub fn decode(token: &str, fingerprint: u64, field: &str) -> Result<Option<u32>> {
+fn open(token: &str, fingerprint: u64) -> Result<Option<Vec<u8>>> {
     if token.is_empty() {
         return Ok(None);
     }
-    let invalid = || Error::invalid(field, "not a page token this server issued");
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    if bytes.len() != 13 || bytes[0] != VERSION {
-        return Err(invalid());
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
+    if bytes.len() < 9 || bytes[0] != VERSION {
+        return Err(malformed());
     }
-    let issued_for = u64::from_be_bytes(bytes[1..9].try_into().map_err(|_| invalid())?);
-    if issued_for != fingerprint {
+    if bytes[1..9] != fingerprint.to_be_bytes() {
         return Err(Error::invalid(
-            field,
-            "the page token belongs to another tenant or audience",
+            "page_token",
+            "the page token belongs to another tenant or listing",
         ));
     }
-    let after = u32::from_be_bytes(bytes[9..13].try_into().map_err(|_| invalid())?);
-    Ok(Some(after))
+    Ok(Some(bytes[9..].to_vec()))
+}
+
+fn malformed() -> Error {
+    Error::invalid("page_token", "not a page token this server issued")
 }
 
 #[cfg(test)]
@@ -56,14 +96,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_token_round_trips_for_its_own_audience_only() {
+    fn an_audience_token_round_trips_for_its_own_audience_only() {
         let mine = fingerprint(&["shop", "rule", "opted_in"]);
         let other = fingerprint(&["shop", "rule", "NOT opted_in"]);
-        let token = encode(mine, 41);
-        assert_eq!(decode(&token, mine, "page_token").unwrap(), Some(41));
-        assert!(decode(&token, other, "page_token").is_err());
-        assert!(decode("garbage!", mine, "page_token").is_err());
-        assert_eq!(decode("", mine, "page_token").unwrap(), None);
+        let position = AudiencePosition {
+            after: 41,
+            instant: -5,
+        };
+        let token = encode_audience(mine, position);
+        assert_eq!(decode_audience(&token, mine).unwrap(), Some(position));
+        assert!(decode_audience(&token, other).is_err());
+        assert!(decode_audience("garbage!", mine).is_err());
+        assert!(decode_audience(&token[..token.len() - 2], mine).is_err());
+        assert_eq!(decode_audience("", mine).unwrap(), None);
+    }
+
+    #[test]
+    fn a_listing_token_round_trips() {
+        let key = fingerprint(&["shop", "segments"]);
+        let token = encode_listing(key, "west-vips");
+        assert_eq!(
+            decode_listing(&token, key).unwrap().as_deref(),
+            Some("west-vips")
+        );
+        assert!(decode_listing(&token, key ^ 1).is_err());
     }
 
     #[test]

@@ -41,7 +41,16 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .open()
+            .map_err(|error| match error {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    Error::FailedPrecondition(format!(
+                        "{} is in use by another segmentd process",
+                        path.display()
+                    ))
+                }
+                error => Error::Corrupt(format!("cannot open {}: {error}", path.display())),
+            })?;
         match db.get(FORMAT_KEY)? {
             Some(version) if version.as_ref() == FORMAT_VERSION => {}
             Some(version) => {
@@ -89,6 +98,17 @@ impl Store {
             tenants.push(self.load_tenant(tenant, meta)?);
         }
         Ok(tenants)
+    }
+
+    /// Reads one tenant; `None` when it has nothing stored.
+    pub fn load_one(&self, tenant: &str) -> Result<Option<TenantSnapshot>> {
+        match self.db.get(keys::meta_key(tenant))? {
+            Some(value) => {
+                let meta = decode_json(&value, "tenant meta")?;
+                self.load_tenant(tenant, meta).map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
     fn load_tenant(&self, tenant: &str, meta: TenantMeta) -> Result<TenantSnapshot> {
