@@ -7,6 +7,7 @@
 //! so a read never waits on a disk flush and never sees an unacknowledged write.
 
 pub mod segments;
+pub mod tenants;
 pub mod types;
 pub mod write;
 

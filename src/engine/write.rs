@@ -19,7 +19,7 @@ use crate::rule::EventKind;
 use crate::store::keys::{
     self, BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
 };
-use crate::store::records::{CustomerRecord, TenantMeta};
+use crate::store::records::{AnswerRecord, CustomerRecord, TenantMeta};
 use crate::store::{Store, chunk_bounds, encode_json};
 use crate::time::{self, Seconds};
 
@@ -171,10 +171,27 @@ impl<'a> WriteBatch<'a> {
                 }
                 None
             }
-            EventData::Answer { .. } => {
-                return Err(Error::Unsupported(
-                    "answer events are not supported yet".into(),
-                ));
+            EventData::Answer {
+                experience_id,
+                question_id,
+                answer,
+            } => {
+                let latest = AnswerRecord {
+                    experience: experience_id.clone(),
+                    question: question_id.clone(),
+                    answer: answer.clone(),
+                    time: t,
+                };
+                let same_question = |a: &&mut AnswerRecord| {
+                    a.experience == latest.experience && a.question == latest.question
+                };
+                // A newer answer replaces the older; a tie goes to the later write.
+                match record.answers.iter_mut().find(same_question) {
+                    Some(old) if t >= old.time => *old = latest,
+                    Some(_) => {}
+                    None => record.answers.push(latest),
+                }
+                None
             }
         };
 
@@ -183,7 +200,16 @@ impl<'a> WriteBatch<'a> {
             self.set(BitmapKey::EventDay(kind, day), dense, true);
             self.set(BitmapKey::EventAny(kind), dense, true);
             let payload = match &event.data {
-                EventData::Click { broadcast_id } => broadcast_id.as_bytes().to_vec(),
+                EventData::Click { broadcast_id } => {
+                    let broadcast = broadcast_id.clone();
+                    self.set(
+                        BitmapKey::ClickedBroadcastDay(broadcast.clone(), day),
+                        dense,
+                        true,
+                    );
+                    self.set(BitmapKey::ClickedBroadcast(broadcast), dense, true);
+                    broadcast_id.as_bytes().to_vec()
+                }
                 _ => Vec::new(),
             };
             self.sled.insert(
@@ -373,6 +399,17 @@ impl<'a> WriteBatch<'a> {
                 keys.insert(BitmapKey::KlaviyoList(list.clone()));
                 keys.insert(BitmapKey::Present(PRESENT_KLAVIYO_LIST));
             }
+            for answer in &record.answers {
+                keys.insert(BitmapKey::Answered {
+                    experience: answer.experience.clone(),
+                    question: answer.question.clone(),
+                });
+                keys.insert(BitmapKey::Answer {
+                    experience: answer.experience.clone(),
+                    question: answer.question.clone(),
+                    answer: answer.answer.clone(),
+                });
+            }
             keys
         };
         let old = memberships(before);
@@ -451,15 +488,7 @@ fn write_chunks(
     current: &RoaringBitmap,
     change: &BitmapChange,
 ) -> Result<()> {
-    let mut chunks: Vec<u16> = change
-        .add
-        .iter()
-        .chain(change.remove.iter())
-        .map(|id| (id >> 16) as u16)
-        .collect();
-    chunks.sort_unstable();
-    chunks.dedup();
-    for chunk in chunks {
+    for chunk in chunks_of(&(&change.add | &change.remove)) {
         let (low, high) = chunk_bounds(chunk);
         let mut window = RoaringBitmap::new();
         window.insert_range(low..=high);
@@ -477,4 +506,45 @@ fn write_chunks(
         }
     }
     Ok(())
+}
+
+/// The chunks (high 16 bits of the ids) that a bitmap has ids in.
+fn chunks_of(bitmap: &RoaringBitmap) -> Vec<u16> {
+    let mut chunks = Vec::new();
+    let mut next = bitmap.min();
+    while let Some(id) = next {
+        let chunk = (id >> 16) as u16;
+        chunks.push(chunk);
+        next = match chunk.checked_add(1) {
+            Some(following) => bitmap.range(u32::from(following) << 16..).next(),
+            None => None,
+        };
+    }
+    chunks
+}
+
+/// Writes a whole bitmap, a chunk per key.
+pub fn write_whole(
+    batch: &mut sled::Batch,
+    tenant: &str,
+    key: &BitmapKey,
+    bitmap: &RoaringBitmap,
+) -> Result<()> {
+    let change = BitmapChange {
+        add: bitmap.clone(),
+        remove: RoaringBitmap::new(),
+    };
+    write_chunks(batch, tenant, key, &RoaringBitmap::new(), &change)
+}
+
+/// Removes every stored chunk of a bitmap.
+pub fn remove_whole(
+    batch: &mut sled::Batch,
+    tenant: &str,
+    key: &BitmapKey,
+    bitmap: &RoaringBitmap,
+) {
+    for chunk in chunks_of(bitmap) {
+        batch.remove(keys::bitmap_chunk_key(tenant, key, chunk));
+    }
 }

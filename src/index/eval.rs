@@ -17,7 +17,7 @@ use crate::store::keys::{
     BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
     event_kind_code,
 };
-use crate::time::{self, Seconds, TimeRange};
+use crate::time::{self, DayNumber, Seconds, TimeRange};
 
 /// How deep `segment = "..."` references may nest while evaluating.
 pub const MAX_SEGMENT_DEPTH: usize = 16;
@@ -101,16 +101,32 @@ impl Evaluation<'_> {
             Predicate::OptedIn => index.bitmap(&BitmapKey::OptedIn).clone(),
             Predicate::Event {
                 kind,
-                broadcast: None,
+                broadcast,
                 window,
             } => match window {
-                None => index.bitmap(&BitmapKey::EventAny(*kind)).clone(),
-                Some(window) => self.event_window(*kind, window)?,
+                None => index
+                    .bitmap(&event_any_key(*kind, broadcast.as_deref()))
+                    .clone(),
+                Some(window) => self.event_window(*kind, broadcast.as_deref(), window)?,
             },
-            Predicate::Event {
-                broadcast: Some(_), ..
-            } => return Err(unsupported("clicked broadcast")),
-            Predicate::Answered { .. } => return Err(unsupported("answered")),
+            Predicate::Answered {
+                experience,
+                question,
+                answer,
+            } => {
+                let key = match answer {
+                    None => BitmapKey::Answered {
+                        experience: experience.clone(),
+                        question: question.clone(),
+                    },
+                    Some(answer) => BitmapKey::Answer {
+                        experience: experience.clone(),
+                        question: question.clone(),
+                        answer: answer.clone(),
+                    },
+                };
+                index.bitmap(&key).clone()
+            }
             Predicate::Set { field, values } => {
                 let mut result = RoaringBitmap::new();
                 for value in values {
@@ -171,12 +187,19 @@ impl Evaluation<'_> {
         }
     }
 
-    /// Customers with an event of `kind` inside a window: whole local days
-    /// from the day bitmaps, the partial days at the edges from the time index.
-    fn event_window(&self, kind: EventKind, window: &Window) -> Result<RoaringBitmap> {
+    /// Customers with an event of `kind` (of one broadcast, for clicks)
+    /// inside a window: whole local days from the day bitmaps, the partial
+    /// days at the edges from the time index.
+    fn event_window(
+        &self,
+        kind: EventKind,
+        broadcast: Option<&str>,
+        window: &Window,
+    ) -> Result<RoaringBitmap> {
         let index = self.index;
         let tz = index.time_zone;
         let range = time::window_range(window, tz, self.instant);
+        // Bounds of all events of the kind bound those of one broadcast too.
         let Some(&(first_event, last_event)) = index.meta.event_bounds.get(&event_kind_code(kind))
         else {
             return Ok(RoaringBitmap::new());
@@ -198,6 +221,7 @@ impl Evaluation<'_> {
         let high_whole =
             range.to >= last_event || time::start_of_day(tz, last_day + 1) - 1 <= range.to;
 
+        let payload = broadcast.map(str::as_bytes);
         let mut result = RoaringBitmap::new();
         let (mut whole_from, mut whole_to) = (first_day, last_day);
         if !low_whole {
@@ -206,7 +230,7 @@ impl Evaluation<'_> {
                 from: clamped.from,
                 to: edge_end,
             };
-            result |= self.store.events_in(&index.tenant, kind, edge)?;
+            result |= self.store.events_in(&index.tenant, kind, edge, payload)?;
             whole_from = first_day + 1;
         }
         if !high_whole {
@@ -216,7 +240,7 @@ impl Evaluation<'_> {
                     from: edge_start,
                     to: clamped.to,
                 };
-                result |= self.store.events_in(&index.tenant, kind, edge)?;
+                result |= self.store.events_in(&index.tenant, kind, edge, payload)?;
             }
             whole_to = last_day - 1;
         }
@@ -224,10 +248,10 @@ impl Evaluation<'_> {
         let data_first = time::day_of(tz, first_event);
         let data_last = time::day_of(tz, last_event);
         if whole_from <= data_first && whole_to >= data_last {
-            result |= index.bitmap(&BitmapKey::EventAny(kind));
+            result |= index.bitmap(&event_any_key(kind, broadcast));
         } else {
             for day in whole_from..=whole_to {
-                if let Some(bitmap) = index.bitmaps.get(&BitmapKey::EventDay(kind, day)) {
+                if let Some(bitmap) = index.bitmaps.get(&event_day_key(kind, broadcast, day)) {
                     result |= bitmap;
                 }
             }
@@ -265,6 +289,18 @@ pub fn presence_key(field: PresenceField) -> BitmapKey {
     }
 }
 
-fn unsupported(qualifier: &str) -> Error {
-    Error::Unsupported(format!("qualifier `{qualifier}` is not supported yet"))
+/// The bitmap of customers with any event of a kind (of one broadcast, for clicks).
+pub fn event_any_key(kind: EventKind, broadcast: Option<&str>) -> BitmapKey {
+    match broadcast {
+        Some(broadcast) => BitmapKey::ClickedBroadcast(broadcast.to_owned()),
+        None => BitmapKey::EventAny(kind),
+    }
+}
+
+/// The bitmap of customers with an event of a kind (of one broadcast) on a local day.
+pub fn event_day_key(kind: EventKind, broadcast: Option<&str>, day: DayNumber) -> BitmapKey {
+    match broadcast {
+        Some(broadcast) => BitmapKey::ClickedBroadcastDay(broadcast.to_owned(), day),
+        None => BitmapKey::EventDay(kind, day),
+    }
 }

@@ -428,6 +428,36 @@ impl SegmentService for Segments {
             segment_count: info.segment_count,
         }))
     }
+
+    async fn update_tenant(
+        &self,
+        request: Request<proto::UpdateTenantRequest>,
+    ) -> Result<Response<proto::UpdateTenantResponse>, Status> {
+        const RPC: &str = "UpdateTenant";
+        let proto::UpdateTenantRequest { tenant, time_zone } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let time_zone = crate::engine::tenants::time_zone(&time_zone, "time_zone")?;
+            Ok((tenant, time_zone))
+        })();
+        let (tenant_name, time_zone) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let info = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.set_time_zone(&name, time_zone, now())
+            })
+            .await?;
+        Ok(Response::new(proto::UpdateTenantResponse {
+            tenant: tenant_name,
+            time_zone: info.time_zone,
+            customer_count: info.customer_count,
+            segment_count: info.segment_count,
+        }))
+    }
 }
 
 fn page_size_of(requested: u32, default: usize, max: usize) -> Result<usize> {

@@ -110,6 +110,24 @@ pub fn event_time_bound(tenant: &str, kind: EventKind, t: Seconds) -> Vec<u8> {
     key
 }
 
+/// The event kind, time and dense id of a time-index key, given the part
+/// after the tenant.
+pub fn decode_event_time(rest: &[u8]) -> Result<(EventKind, Seconds, u32)> {
+    let corrupt = || corrupt_key(rest);
+    let (&code, rest) = rest.split_first().ok_or_else(corrupt)?;
+    let kind = event_kind_from_code(code).ok_or_else(corrupt)?;
+    let time: [u8; 8] = rest
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let dense: [u8; 4] = rest
+        .get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let time = (u64::from_be_bytes(time) ^ (1 << 63)) as Seconds;
+    Ok((kind, time, u32::from_be_bytes(dense)))
+}
+
 /// The dense id at the end of a time-index key.
 pub fn event_time_dense(key: &[u8]) -> Result<u32> {
     let tail: [u8; 4] = key
@@ -202,6 +220,21 @@ pub enum BitmapKey {
     Slice(NumberAttr, u8),
     /// Customers that have a value of a bit-sliced number.
     Exists(NumberAttr),
+    /// Customers who have answered a question of an experience.
+    Answered {
+        experience: String,
+        question: String,
+    },
+    /// Customers whose latest answer to a question is this answer.
+    Answer {
+        experience: String,
+        question: String,
+        answer: String,
+    },
+    /// Customers who clicked a link of one broadcast, ever.
+    ClickedBroadcast(String),
+    /// Customers who clicked a link of one broadcast on one local day.
+    ClickedBroadcastDay(String, DayNumber),
 }
 
 /// `BitmapKey::Present` codes.
@@ -225,7 +258,7 @@ impl BitmapKey {
             BitmapKey::EventAny(kind) => out.extend_from_slice(&[3, event_kind_code(*kind)]),
             BitmapKey::EventDay(kind, day) => {
                 out.extend_from_slice(&[4, event_kind_code(*kind)]);
-                out.extend_from_slice(&((*day as u32) ^ (1 << 31)).to_be_bytes());
+                out.extend_from_slice(&ordered_day(*day));
             }
             BitmapKey::Tag(value) => {
                 out.push(5);
@@ -246,11 +279,50 @@ impl BitmapKey {
             BitmapKey::Present(field) => out.extend_from_slice(&[9, *field]),
             BitmapKey::Slice(attr, bit) => out.extend_from_slice(&[10, attr.code(), *bit]),
             BitmapKey::Exists(attr) => out.extend_from_slice(&[11, attr.code()]),
+            BitmapKey::Answered {
+                experience,
+                question,
+            } => {
+                out.push(12);
+                string(out, experience);
+                string(out, question);
+            }
+            BitmapKey::Answer {
+                experience,
+                question,
+                answer,
+            } => {
+                out.push(13);
+                string(out, experience);
+                string(out, question);
+                string(out, answer);
+            }
+            BitmapKey::ClickedBroadcast(broadcast) => {
+                out.push(14);
+                string(out, broadcast);
+            }
+            BitmapKey::ClickedBroadcastDay(broadcast, day) => {
+                out.push(15);
+                string(out, broadcast);
+                out.extend_from_slice(&ordered_day(*day));
+            }
         }
+    }
+
+    /// Whether the bitmap holds local days, and so depends on the tenant's time zone.
+    pub fn is_day(&self) -> bool {
+        matches!(
+            self,
+            BitmapKey::EventDay(..) | BitmapKey::ClickedBroadcastDay(..)
+        )
     }
 
     /// Decodes a key from the front of `bytes`, returning the rest.
     pub fn decode(bytes: &[u8]) -> Option<(BitmapKey, &[u8])> {
+        fn day(bytes: &[u8]) -> Option<DayNumber> {
+            let raw = u32::from_be_bytes(bytes.try_into().ok()?) ^ (1 << 31);
+            Some(raw as DayNumber)
+        }
         fn string(bytes: &[u8]) -> Option<(String, &[u8])> {
             let len = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?) as usize;
             let value = std::str::from_utf8(bytes.get(2..2 + len)?).ok()?;
@@ -266,8 +338,7 @@ impl BitmapKey {
             ),
             4 => {
                 let kind = event_kind_from_code(*rest.first()?)?;
-                let day = u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?) ^ (1 << 31);
-                (BitmapKey::EventDay(kind, day as DayNumber), &rest[5..])
+                (BitmapKey::EventDay(kind, day(rest.get(1..5)?)?), &rest[5..])
             }
             5 => string(rest).map(|(v, r)| (BitmapKey::Tag(v), r))?,
             6 => string(rest).map(|(v, r)| (BitmapKey::State(v), r))?,
@@ -282,9 +353,46 @@ impl BitmapKey {
                 BitmapKey::Exists(NumberAttr::from_code(*rest.first()?)?),
                 &rest[1..],
             ),
+            12 => {
+                let (experience, rest) = string(rest)?;
+                let (question, rest) = string(rest)?;
+                (
+                    BitmapKey::Answered {
+                        experience,
+                        question,
+                    },
+                    rest,
+                )
+            }
+            13 => {
+                let (experience, rest) = string(rest)?;
+                let (question, rest) = string(rest)?;
+                let (answer, rest) = string(rest)?;
+                (
+                    BitmapKey::Answer {
+                        experience,
+                        question,
+                        answer,
+                    },
+                    rest,
+                )
+            }
+            14 => string(rest).map(|(v, r)| (BitmapKey::ClickedBroadcast(v), r))?,
+            15 => {
+                let (broadcast, rest) = string(rest)?;
+                (
+                    BitmapKey::ClickedBroadcastDay(broadcast, day(rest.get(..4)?)?),
+                    &rest[4..],
+                )
+            }
             _ => return None,
         })
     }
+}
+
+/// Maps a signed day to an unsigned one with the same order.
+fn ordered_day(day: DayNumber) -> [u8; 4] {
+    ((day as u32) ^ (1 << 31)).to_be_bytes()
 }
 
 /// The key of one chunk (ids `chunk << 16 ..`) of a tenant's bitmap.
@@ -325,6 +433,17 @@ mod tests {
             BitmapKey::Present(PRESENT_TAG),
             BitmapKey::Slice(NumberAttr::Spent, 17),
             BitmapKey::Exists(NumberAttr::LifetimeSpend),
+            BitmapKey::Answered {
+                experience: "fit".into(),
+                question: "size".into(),
+            },
+            BitmapKey::Answer {
+                experience: "fit".into(),
+                question: "size".into(),
+                answer: "Medium".into(),
+            },
+            BitmapKey::ClickedBroadcast("b-1".into()),
+            BitmapKey::ClickedBroadcastDay("b-1".into(), -3),
         ];
         for key in keys {
             let encoded = bitmap_chunk_key("t", &key, 513);

@@ -174,12 +174,14 @@ impl Store {
     }
 
     /// The dense ids with an event of `kind` inside `range`, read from the
-    /// time index (used for the partial days at the edges of a window).
+    /// time index (used for the partial days at the edges of a window);
+    /// with `payload`, only events that carry it (a click's broadcast).
     pub fn events_in(
         &self,
         tenant: &str,
         kind: EventKind,
         range: TimeRange,
+        payload: Option<&[u8]>,
     ) -> Result<RoaringBitmap> {
         let mut ids = RoaringBitmap::new();
         if range.is_empty() {
@@ -189,10 +191,28 @@ impl Store {
         let mut to = keys::event_time_bound(tenant, kind, range.to);
         to.extend_from_slice(&[0xff; 4]);
         for row in self.db.range(from..=to) {
-            let (key, _) = row?;
-            ids.insert(keys::event_time_dense(&key)?);
+            let (key, value) = row?;
+            if payload.is_none_or(|payload| value.as_ref() == payload) {
+                ids.insert(keys::event_time_dense(&key)?);
+            }
         }
         Ok(ids)
+    }
+
+    /// Calls `visit` with every event of a tenant's time index: kind, time,
+    /// dense id and payload.
+    pub fn each_event(
+        &self,
+        tenant: &str,
+        mut visit: impl FnMut(EventKind, crate::time::Seconds, u32, &[u8]),
+    ) -> Result<()> {
+        let prefix = keys::tenant_prefix(keys::TAG_EVENT_TIME, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let (kind, time, dense) = keys::decode_event_time(&key[prefix.len()..])?;
+            visit(kind, time, dense, &value);
+        }
+        Ok(())
     }
 }
 

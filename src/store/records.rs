@@ -62,6 +62,18 @@ pub struct CustomerRecord {
     /// The latest abandoned cart: (time, value in cents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_cart: Option<(Seconds, u64)>,
+    /// The latest answer to each question the customer answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<AnswerRecord>,
+}
+
+/// A customer's latest answer to one question of one experience.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AnswerRecord {
+    pub experience: String,
+    pub question: String,
+    pub answer: String,
+    pub time: Seconds,
 }
 
 impl CustomerRecord {

@@ -1,0 +1,93 @@
+//! Tenant settings: the time zone that a tenant's calendar days follow.
+//!
+//! Day bitmaps hold local days, so a new time zone re-buckets every event of
+//! the tenant from the time index, in one atomic batch.
+
+use std::collections::HashMap;
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use chrono_tz::Tz;
+use roaring::RoaringBitmap;
+
+use super::write::{remove_whole, write_whole};
+use super::{Engine, TenantInfo, read};
+use crate::error::{Error, Result};
+use crate::rule::EventKind;
+use crate::store::encode_json;
+use crate::store::keys::{self, BitmapKey};
+use crate::time::{self, Seconds};
+
+impl Engine {
+    /// Sets a tenant's time zone (an IANA name), creating the tenant if need
+    /// be, and re-buckets its events into the new zone's local days.
+    pub fn set_time_zone(&self, name: &str, time_zone: Tz, now: Seconds) -> Result<TenantInfo> {
+        let tenant = self.tenant_or_create(name, now)?;
+        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let new_tenant = !tenant.stored.load(Ordering::Acquire);
+        let rebuilt = {
+            let index = read(&tenant.index);
+            if !new_tenant && index.time_zone == time_zone {
+                None
+            } else {
+                let mut meta = index.meta.clone();
+                meta.time_zone = time_zone.name().to_owned();
+                let live = index.live();
+                let mut days: HashMap<BitmapKey, RoaringBitmap> = HashMap::new();
+                self.store.each_event(name, |kind, t, dense, payload| {
+                    // Rows of deleted customers stay in the index but count for no one.
+                    if !live.contains(dense) {
+                        return;
+                    }
+                    let day = time::day_of(time_zone, t);
+                    days.entry(BitmapKey::EventDay(kind, day))
+                        .or_default()
+                        .insert(dense);
+                    if kind == EventKind::Clicked
+                        && let Ok(broadcast) = std::str::from_utf8(payload)
+                    {
+                        let key = BitmapKey::ClickedBroadcastDay(broadcast.to_owned(), day);
+                        days.entry(key).or_default().insert(dense);
+                    }
+                })?;
+
+                let mut batch = sled::Batch::default();
+                for (key, bitmap) in index.bitmaps.iter().filter(|(key, _)| key.is_day()) {
+                    remove_whole(&mut batch, name, key, bitmap);
+                }
+                for (key, bitmap) in &days {
+                    write_whole(&mut batch, name, key, bitmap)?;
+                }
+                batch.insert(keys::meta_key(name), encode_json(&meta)?);
+                Some((batch, days, meta))
+            }
+        };
+
+        if let Some((batch, days, meta)) = rebuilt {
+            if let Err(error) = self.store.commit(batch) {
+                self.recover(name, &tenant, new_tenant, &error);
+                return Err(error);
+            }
+            let mut index = tenant.index.write().unwrap_or_else(PoisonError::into_inner);
+            index.bitmaps.retain(|key, _| !key.is_day());
+            index.bitmaps.extend(days);
+            index.meta = meta;
+            index.time_zone = time_zone;
+            drop(index);
+            tenant.stored.store(true, Ordering::Release);
+            tracing::info!(
+                tenant = name,
+                time_zone = time_zone.name(),
+                "time zone changed"
+            );
+        }
+        self.tenant_info(name)
+    }
+}
+
+/// Parses an IANA time zone name, case-insensitively.
+pub fn time_zone(name: &str, field: &str) -> Result<Tz> {
+    crate::rule::values::normalize_time_zone(name)
+        .and_then(|name| name.parse().ok())
+        .ok_or_else(|| Error::invalid(field, format!("unknown time zone `{name}`")))
+}
