@@ -50,4 +50,16 @@ grep -q '^segmentd.v1.SegmentService$' <<<"${outputs[0]}" || fail "list lacks se
 grep -q '"status": "SERVING"' <<<"${outputs[1]}" || fail "health is not SERVING"
 grep -q "\"count\": \"$expected\"" <<<"${outputs[2]}" || fail "count is not $expected"
 grep -q "\"totalCount\": \"$expected\"" <<<"${outputs[3]}" || fail "first page's total is not $expected"
-echo "README examples: 4 passed, 0 failed"
+passed=4
+
+# The further examples must all succeed as written (grpcurl exits non-zero on an error).
+mapfile -t more < <(sed -n '/<!-- more-examples:start -->/,/<!-- more-examples:end -->/p' README.md \
+  | grep -E '^grpcurl ' | sed "s/127\.0\.0\.1:50051/127.0.0.1:$port/")
+[ "${#more[@]}" -ge 5 ] || { echo "found only ${#more[@]} further examples in README.md"; exit 1; }
+failed=0
+for example in "${more[@]}"; do
+  echo "\$ $example"
+  if eval "$example"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "examples: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
