@@ -137,7 +137,7 @@ impl Engine {
         let new_tenant = !tenant.stored.load(Ordering::Acquire);
         let committed = {
             let index = read(&tenant.index);
-            let mut batch = WriteBatch::new(&index, &self.store, now, new_tenant);
+            let mut batch = WriteBatch::new(&index, &self.store, now);
             plan(&mut batch).and_then(|()| batch.commit())
         };
         let committed = match committed {
@@ -297,6 +297,7 @@ impl Engine {
             next_dense: 0,
             event_bounds: Default::default(),
             create_time: now,
+            write_sequence: 0,
         };
         let tenant = Arc::new(Tenant {
             writer: Mutex::new(()),

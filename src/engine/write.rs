@@ -42,7 +42,6 @@ pub struct WriteBatch<'a> {
     store: &'a Store,
     now: Seconds,
     meta: TenantMeta,
-    new_tenant: bool,
     bitmaps: HashMap<BitmapKey, BitmapChange>,
     touched: BTreeMap<u32, Touched>,
     new_ids: HashMap<String, u32>,
@@ -62,14 +61,15 @@ pub struct Committed {
 }
 
 impl<'a> WriteBatch<'a> {
-    /// Starts a batch on `index`; `new_tenant` when the tenant is not yet stored.
-    pub fn new(index: &'a TenantIndex, store: &'a Store, now: Seconds, new_tenant: bool) -> Self {
+    /// Starts a batch on `index`.
+    pub fn new(index: &'a TenantIndex, store: &'a Store, now: Seconds) -> Self {
+        let mut meta = index.meta.clone();
+        meta.write_sequence += 1;
         WriteBatch {
             index,
             store,
             now,
-            meta: index.meta.clone(),
-            new_tenant,
+            meta,
             bitmaps: HashMap::new(),
             touched: BTreeMap::new(),
             new_ids: HashMap::new(),
@@ -199,22 +199,21 @@ impl<'a> WriteBatch<'a> {
             let day = time::day_of(self.index.time_zone, t);
             self.set(BitmapKey::EventDay(kind, day), dense, true);
             self.set(BitmapKey::EventAny(kind), dense, true);
-            let payload = match &event.data {
-                EventData::Click { broadcast_id } => {
-                    let broadcast = broadcast_id.clone();
-                    self.set(
-                        BitmapKey::ClickedBroadcastDay(broadcast.clone(), day),
-                        dense,
-                        true,
-                    );
-                    self.set(BitmapKey::ClickedBroadcast(broadcast), dense, true);
-                    broadcast_id.as_bytes().to_vec()
-                }
-                _ => Vec::new(),
-            };
+            // The row's value: the batch's sequence number, then the payload.
+            let mut row = self.meta.write_sequence.to_be_bytes().to_vec();
+            if let EventData::Click { broadcast_id } = &event.data {
+                let broadcast = broadcast_id.clone();
+                self.set(
+                    BitmapKey::ClickedBroadcastDay(broadcast.clone(), day),
+                    dense,
+                    true,
+                );
+                self.set(BitmapKey::ClickedBroadcast(broadcast), dense, true);
+                row.extend_from_slice(broadcast_id.as_bytes());
+            }
             self.sled.insert(
                 keys::event_time_key(&self.index.tenant, kind, t, dense),
-                payload,
+                row,
             );
             let bounds = self
                 .meta
@@ -281,10 +280,9 @@ impl<'a> WriteBatch<'a> {
         for (key, change) in &self.bitmaps {
             write_chunks(&mut self.sled, &tenant, key, self.index.bitmap(key), change)?;
         }
-        if self.new_tenant || self.meta != self.index.meta {
-            self.sled
-                .insert(keys::meta_key(&tenant), encode_json(&self.meta)?);
-        }
+        // Always written: the write sequence moves with every batch.
+        self.sled
+            .insert(keys::meta_key(&tenant), encode_json(&self.meta)?);
 
         self.store.commit(self.sled)?;
         Ok(Committed {

@@ -222,6 +222,7 @@ impl Evaluation<'_> {
             range.to >= last_event || time::start_of_day(tz, last_day + 1) - 1 <= range.to;
 
         let payload = broadcast.map(str::as_bytes);
+        let last_batch = index.meta.write_sequence;
         let mut result = RoaringBitmap::new();
         let (mut whole_from, mut whole_to) = (first_day, last_day);
         if !low_whole {
@@ -230,7 +231,9 @@ impl Evaluation<'_> {
                 from: clamped.from,
                 to: edge_end,
             };
-            result |= self.store.events_in(&index.tenant, kind, edge, payload)?;
+            result |= self
+                .store
+                .events_in(&index.tenant, kind, edge, payload, last_batch)?;
             whole_from = first_day + 1;
         }
         if !high_whole {
@@ -240,7 +243,9 @@ impl Evaluation<'_> {
                     from: edge_start,
                     to: clamped.to,
                 };
-                result |= self.store.events_in(&index.tenant, kind, edge, payload)?;
+                result |= self
+                    .store
+                    .events_in(&index.tenant, kind, edge, payload, last_batch)?;
             }
             whole_to = last_day - 1;
         }

@@ -23,3 +23,53 @@ pub use limits::{
 };
 pub use normalize::normalize;
 pub use parse::parse;
+
+#[cfg(test)]
+mod examples {
+    use super::parse;
+
+    /// Every example of RULES.md, with its canonical text written out by hand.
+    const EXAMPLES: [(&str, &str); 8] = [
+        (
+            "opted_in AND NOT messaged WITHIN 7d",
+            "opted_in AND NOT messaged WITHIN 7d",
+        ),
+        (
+            r#"tag = "vip" OR state IN ("CA", "New York")"#,
+            r#"tag = "vip" OR state IN ("CA", "NY")"#,
+        ),
+        (
+            "ordered BETWEEN 1998-01-01 AND 1998-06-30 AND spent >= 100",
+            "ordered BETWEEN 1998-01-01 AND 1998-06-30 AND spent >= 100.00",
+        ),
+        (
+            "abandoned_cart WITHIN 24h AND abandoned_cart_value > 20 AND opted_in",
+            "abandoned_cart WITHIN 24h AND abandoned_cart_value > 20.00 AND opted_in",
+        ),
+        (
+            r#"answered("fit-quiz", "size", "Medium") AND NOT ordered WITHIN 30d"#,
+            r#"answered("fit-quiz", "size", "Medium") AND NOT ordered WITHIN 30d"#,
+        ),
+        (
+            r#"klaviyo_list = "Xy12ab" AND NOT segment = "recent-buyers""#,
+            r#"klaviyo_list = "Xy12ab" AND NOT segment = "recent-buyers""#,
+        ),
+        (
+            r#"created SINCE 2026-01-01 AND timezone = "America/Chicago""#,
+            r#"created SINCE 2026-01-01 AND timezone = "America/Chicago""#,
+        ),
+        (
+            "lifetime_spend BETWEEN 50 AND 250 AND order_count >= 2",
+            "lifetime_spend BETWEEN 50.00 AND 250.00 AND order_count >= 2",
+        ),
+    ];
+
+    #[test]
+    fn every_example_of_the_rules_contract_parses_to_its_canonical_text() {
+        for (text, canonical) in EXAMPLES {
+            let rule = parse(text).unwrap_or_else(|error| panic!("`{text}`: {error}"));
+            assert_eq!(rule.to_string(), canonical, "canonical text of `{text}`");
+            assert_eq!(parse(canonical).unwrap(), rule, "re-parsing `{canonical}`");
+        }
+    }
+}

@@ -176,12 +176,15 @@ impl Store {
     /// The dense ids with an event of `kind` inside `range`, read from the
     /// time index (used for the partial days at the edges of a window);
     /// with `payload`, only events that carry it (a click's broadcast).
+    /// Rows written by a batch after `last_batch` (on disk, not yet
+    /// acknowledged) are skipped.
     pub fn events_in(
         &self,
         tenant: &str,
         kind: EventKind,
         range: TimeRange,
         payload: Option<&[u8]>,
+        last_batch: u64,
     ) -> Result<RoaringBitmap> {
         let mut ids = RoaringBitmap::new();
         if range.is_empty() {
@@ -192,7 +195,8 @@ impl Store {
         to.extend_from_slice(&[0xff; 4]);
         for row in self.db.range(from..=to) {
             let (key, value) = row?;
-            if payload.is_none_or(|payload| value.as_ref() == payload) {
+            let (batch, carried) = split_event_row(&value)?;
+            if batch <= last_batch && payload.is_none_or(|payload| carried == payload) {
                 ids.insert(keys::event_time_dense(&key)?);
             }
         }
@@ -210,7 +214,8 @@ impl Store {
         for row in self.db.scan_prefix(&prefix) {
             let (key, value) = row?;
             let (kind, time, dense) = keys::decode_event_time(&key[prefix.len()..])?;
-            visit(kind, time, dense, &value);
+            let (_, payload) = split_event_row(&value)?;
+            visit(kind, time, dense, payload);
         }
         Ok(())
     }
@@ -237,4 +242,64 @@ fn decode_u32(bytes: &[u8]) -> Result<u32> {
         Error::Corrupt(format!("expected a 4-byte id, found {} bytes", bytes.len()))
     })?;
     Ok(u32::from_be_bytes(array))
+}
+
+/// A time-index row's value: the number of the batch that wrote it, and the
+/// event's payload.
+fn split_event_row(value: &[u8]) -> Result<(u64, &[u8])> {
+    let (batch, payload) = value
+        .split_first_chunk::<8>()
+        .ok_or_else(|| Error::Corrupt(format!("time-index row of {} bytes", value.len())))?;
+    Ok((u64::from_be_bytes(*batch), payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(batch: u64, payload: &[u8]) -> Vec<u8> {
+        let mut value = batch.to_be_bytes().to_vec();
+        value.extend_from_slice(payload);
+        value
+    }
+
+    #[test]
+    fn a_time_index_read_skips_rows_of_later_batches_and_other_payloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            keys::event_time_key("t", EventKind::Clicked, 100, 1),
+            row(1, b"b1"),
+        );
+        batch.insert(
+            keys::event_time_key("t", EventKind::Clicked, 150, 2),
+            row(1, b"b2"),
+        );
+        batch.insert(
+            keys::event_time_key("t", EventKind::Clicked, 200, 3),
+            row(2, b"b1"),
+        );
+        batch.insert(
+            keys::event_time_key("t", EventKind::Ordered, 120, 4),
+            row(1, b""),
+        );
+        store.commit(batch).unwrap();
+
+        let all = TimeRange { from: 0, to: 1000 };
+        let ids = |payload: Option<&[u8]>, last_batch| {
+            let found = store
+                .events_in("t", EventKind::Clicked, all, payload, last_batch)
+                .unwrap();
+            found.iter().collect::<Vec<u32>>()
+        };
+        assert_eq!(ids(None, 1), vec![1, 2]);
+        assert_eq!(ids(None, 2), vec![1, 2, 3]);
+        assert_eq!(ids(Some(b"b1"), 2), vec![1, 3]);
+        let edge = TimeRange { from: 150, to: 200 };
+        let found = store
+            .events_in("t", EventKind::Clicked, edge, None, 2)
+            .unwrap();
+        assert_eq!(found.iter().collect::<Vec<u32>>(), vec![2, 3]);
+    }
 }

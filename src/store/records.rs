@@ -22,6 +22,11 @@ pub struct TenantMeta {
     #[serde(default)]
     pub event_bounds: BTreeMap<u8, (Seconds, Seconds)>,
     pub create_time: Seconds,
+    /// The number of the last write batch. Time-index rows carry the number
+    /// of the batch that wrote them, so that a read skips the rows of a batch
+    /// that is on disk but not yet acknowledged.
+    #[serde(default)]
+    pub write_sequence: u64,
 }
 
 /// What segmentd knows of one customer.
