@@ -44,6 +44,9 @@ fn main() -> ExitCode {
             Command::Import(args) => segmentd::import::run(args).await.map_err(|e| e.to_string()),
         }
     });
+    // Storage is flushed by now; an evaluation still running on a blocking
+    // thread holds nothing that needs it, so exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -604,3 +604,118 @@ async fn window_edges_inside_a_day_are_exact_to_the_second() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn segment_references_nest_to_the_documented_depth_and_share_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    let customers = (0..4)
+        .map(|i| Customer {
+            customer_id: format!("c{i}"),
+            opted_in: Some(i % 2 == 0),
+            ..Customer::default()
+        })
+        .collect();
+    upsert(&mut client, "shop", customers).await.unwrap();
+    let create = |id: String, rule_text: String| CreateSegmentRequest {
+        tenant: "shop".into(),
+        segment_id: id.clone(),
+        segment: Some(Segment {
+            title: id,
+            rule_text,
+            ..Segment::default()
+        }),
+    };
+
+    // A chain l0 <- l1 <- ... <- l15 is 16 segments: the most that may nest.
+    client
+        .create_segment(create("l0".into(), "opted_in".into()))
+        .await
+        .unwrap();
+    for k in 1..16 {
+        let rule = format!("segment = \"l{}\"", k - 1);
+        client
+            .create_segment(create(format!("l{k}"), rule))
+            .await
+            .unwrap();
+    }
+    let status = client
+        .create_segment(create("l16".into(), "segment = \"l15\"".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    // c0 and c2 are opted in, at every level of the chain.
+    assert_eq!(
+        count(&mut client, "shop", "segment = \"l15\"")
+            .await
+            .unwrap(),
+        2
+    );
+
+    // Three levels of 100 references each: counted once per segment, not 10^6 times.
+    let wide = |target: &str| vec![format!("segment = \"{target}\""); 100].join(" OR ");
+    client
+        .create_segment(create("w1".into(), wide("l0")))
+        .await
+        .unwrap();
+    client
+        .create_segment(create("w2".into(), wide("w1")))
+        .await
+        .unwrap();
+    client
+        .create_segment(create("w3".into(), format!("NOT ({})", wide("w2"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&mut client, "shop", "segment = \"w3\"")
+            .await
+            .unwrap(),
+        2
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_structured_in_list_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    upsert(
+        &mut client,
+        "shop",
+        vec![Customer {
+            customer_id: "c".into(),
+            ..Customer::default()
+        }],
+    )
+    .await
+    .unwrap();
+    let values: Vec<String> = (0..10_001).map(|i| format!("t{i}")).collect();
+    let rule = proto::Rule {
+        node: Some(proto::rule::Node::Predicate(proto::Predicate {
+            qualifier: Some(proto::predicate::Qualifier::Set(proto::SetCondition {
+                field: proto::SetField::Tag as i32,
+                values,
+            })),
+        })),
+    };
+    let request = CountAudienceRequest {
+        tenant: "shop".into(),
+        audience: Some(count_audience_request::Audience::Rule(rule)),
+        as_of: None,
+    };
+    let status = client.count_audience(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("rule.predicate.set.values"),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
+}

@@ -264,11 +264,7 @@ impl Engine {
         audience: &Audience,
         instant: Seconds,
     ) -> Result<RoaringBitmap> {
-        let evaluation = Evaluation {
-            index,
-            store: &self.store,
-            instant,
-        };
+        let evaluation = Evaluation::new(index, &self.store, instant);
         match audience {
             Audience::Rule(rule) => evaluation.rule(rule),
             Audience::Segment(segment_id) => evaluation.segment(segment_id),

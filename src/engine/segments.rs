@@ -7,10 +7,12 @@
 use std::sync::atomic::Ordering;
 
 use super::types::SegmentInput;
+use std::collections::HashMap;
 use std::sync::PoisonError;
 
 use super::{Engine, read};
 use crate::error::{Error, Result};
+use crate::index::eval::MAX_SEGMENT_DEPTH;
 use crate::index::{SavedSegment, TenantIndex};
 use crate::rule::{Predicate, Rule};
 use crate::store::encode_json;
@@ -46,6 +48,13 @@ impl Engine {
             }
             if let Some(rule) = &input.rule {
                 check_references(&index, rule)?;
+                let chain = 1 + referenced_chain(&index, rule, &mut HashMap::new());
+                if chain > MAX_SEGMENT_DEPTH {
+                    return Err(Error::FailedPrecondition(format!(
+                        "segment `{segment_id}` would end a chain of {chain} segments referring \
+                         to each other; at most {MAX_SEGMENT_DEPTH} may nest"
+                    )));
+                }
             }
             let record = SegmentRecord {
                 segment_id: segment_id.to_owned(),
@@ -116,6 +125,34 @@ impl Engine {
         read(&self.tenants)
             .get(tenant)
             .is_some_and(|tenant| tenant.stored.load(Ordering::Acquire))
+    }
+}
+
+/// The longest chain of segments that `rule` reaches through `segment = ...`
+/// references (0 when it refers to none).
+fn referenced_chain(index: &TenantIndex, rule: &Rule, known: &mut HashMap<String, usize>) -> usize {
+    match rule {
+        Rule::And(children) | Rule::Or(children) => children
+            .iter()
+            .map(|child| referenced_chain(index, child, known))
+            .max()
+            .unwrap_or(0),
+        Rule::Not(child) => referenced_chain(index, child, known),
+        Rule::Predicate(Predicate::Segment(segment_id)) => {
+            if let Some(&chain) = known.get(segment_id) {
+                return chain;
+            }
+            // Stored segments form no cycle (a reference must exist first),
+            // so this recursion ends; `known` makes it linear.
+            let chain = 1 + index
+                .segments
+                .get(segment_id)
+                .and_then(|segment| segment.rule.as_ref())
+                .map_or(0, |rule| referenced_chain(index, rule, known));
+            known.insert(segment_id.clone(), chain);
+            chain
+        }
+        Rule::Predicate(_) => 0,
     }
 }
 

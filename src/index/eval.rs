@@ -4,6 +4,9 @@
 //! Every result is a subset of the live customers: `NOT x` is the live
 //! customers minus `x`, never "every id ever handed out".
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use roaring::RoaringBitmap;
 
 use super::{TenantIndex, bsi};
@@ -19,7 +22,8 @@ use crate::store::keys::{
 };
 use crate::time::{self, DayNumber, Seconds, TimeRange};
 
-/// How deep `segment = "..."` references may nest while evaluating.
+/// How deep `segment = "..."` references may nest: a segment may refer to
+/// one that refers to another, and so on, this many segments in all.
 pub const MAX_SEGMENT_DEPTH: usize = 16;
 
 /// What a rule is evaluated against.
@@ -28,6 +32,20 @@ pub struct Evaluation<'a> {
     pub store: &'a Store,
     /// The evaluation instant: moves `WITHIN` and `SINCE` only.
     pub instant: Seconds,
+    /// Members of the segments evaluated so far.
+    segments_seen: RefCell<HashMap<String, RoaringBitmap>>,
+}
+
+impl<'a> Evaluation<'a> {
+    /// An evaluation of rules over `index` at `instant`.
+    pub fn new(index: &'a TenantIndex, store: &'a Store, instant: Seconds) -> Self {
+        Evaluation {
+            index,
+            store,
+            instant,
+            segments_seen: RefCell::default(),
+        }
+    }
 }
 
 impl Evaluation<'_> {
@@ -45,8 +63,13 @@ impl Evaluation<'_> {
         Ok(result)
     }
 
+    /// A segment's members, each segment evaluated once per evaluation: a
+    /// segment referred to many times (or through many paths) costs once.
     fn segment_members(&self, segment_id: &str, depth: usize) -> Result<RoaringBitmap> {
-        if depth > MAX_SEGMENT_DEPTH {
+        if let Some(members) = self.segments_seen.borrow().get(segment_id) {
+            return Ok(members.clone());
+        }
+        if depth >= MAX_SEGMENT_DEPTH {
             return Err(Error::FailedPrecondition(format!(
                 "segment references nest deeper than {MAX_SEGMENT_DEPTH} levels at `{segment_id}`"
             )));
@@ -62,6 +85,9 @@ impl Evaluation<'_> {
         };
         members |= self.customers(&segment.record.included_customer_ids);
         members -= self.customers(&segment.record.excluded_customer_ids);
+        self.segments_seen
+            .borrow_mut()
+            .insert(segment_id.to_owned(), members.clone());
         Ok(members)
     }
 
@@ -145,7 +171,7 @@ impl Evaluation<'_> {
                 }
             }
             Predicate::Customers(customer_ids) => self.customers(customer_ids),
-            Predicate::Segment(segment_id) => self.segment_members(segment_id, depth + 1)?,
+            Predicate::Segment(segment_id) => self.segment_members(segment_id, depth)?,
             Predicate::Presence { field, is_set } => {
                 let present = index.bitmap(&presence_key(*field));
                 if *is_set {

@@ -323,9 +323,9 @@ pub fn parse_rule_text(text: &str, field: &str) -> Result<rule::Rule> {
 }
 
 /// The new segment of a `CreateSegment`.
-pub fn segment_input(segment: proto::Segment) -> Result<SegmentInput> {
+pub fn segment_input(segment: proto::Segment, segment_id: &str) -> Result<SegmentInput> {
     let proto::Segment {
-        segment_id: _,
+        segment_id: inner_id,
         title,
         rule_text,
         included_customer_ids,
@@ -336,6 +336,14 @@ pub fn segment_input(segment: proto::Segment) -> Result<SegmentInput> {
         update_time: _,
         rule,
     } = segment;
+    if !inner_id.is_empty() && inner_id != segment_id {
+        return Err(Error::invalid(
+            "segment.segment_id",
+            format!(
+                "`{inner_id}` differs from the request's segment_id `{segment_id}`; leave it empty"
+            ),
+        ));
+    }
     if title.chars().count() > MAX_TITLE_CHARS {
         return Err(Error::invalid(
             "segment.title",

@@ -79,7 +79,7 @@ fn log_call(rpc: &str, tenant: &str, started: Instant, error: Option<&Status>) {
             tenant,
             ?code,
             micros,
-            message = error.map(Status::message),
+            message = ?error.map(Status::message),
             "call refused"
         ),
     }
@@ -227,7 +227,8 @@ impl SegmentService for Segments {
             let tenant = convert::tenant(&tenant)?;
             let segment_id = convert::id(&segment_id, "segment_id")?;
             let segment = segment.ok_or_else(|| Error::invalid("segment", "give the segment"))?;
-            Ok((tenant, segment_id, convert::segment_input(segment)?))
+            let input = convert::segment_input(segment, &segment_id)?;
+            Ok((tenant, segment_id, input))
         })();
         let (tenant_name, segment_id, input) = match checked {
             Ok(checked) => checked,

@@ -3,6 +3,8 @@
 //! A structured rule is normalised exactly like a parsed one, so both forms
 //! of the same rule reach the engine as the same tree.
 
+use std::collections::HashSet;
+
 use chrono::NaiveDate;
 
 use crate::error::{Error, Result};
@@ -117,10 +119,17 @@ fn predicate(predicate: proto::Predicate, field: &str) -> Result<Predicate> {
                     "give at least one value",
                 ));
             }
+            if set.values.len() > rule::MAX_IN_VALUES {
+                return Err(Error::invalid(
+                    format!("{field}.values"),
+                    format!("more than {} values", rule::MAX_IN_VALUES),
+                ));
+            }
+            let mut seen = HashSet::with_capacity(set.values.len());
             let mut values: Vec<String> = Vec::with_capacity(set.values.len());
             for (i, value) in set.values.iter().enumerate() {
                 let normalised = set_value(set_field, value, &format!("{field}.values[{i}]"))?;
-                if !values.contains(&normalised) {
+                if seen.insert(normalised.clone()) {
                     values.push(normalised);
                 }
             }
@@ -166,6 +175,12 @@ fn predicate(predicate: proto::Predicate, field: &str) -> Result<Predicate> {
                     ));
                 }
             };
+            if number.upper != 0 {
+                return Err(Error::invalid(
+                    format!("{field}.upper"),
+                    "an upper bound goes with COMPARISON_BETWEEN only",
+                ));
+            }
             Predicate::Number {
                 field: number_field,
                 test: NumberTest::Compare(comparison, value),
@@ -175,9 +190,18 @@ fn predicate(predicate: proto::Predicate, field: &str) -> Result<Predicate> {
             Predicate::Created(self::window(window, &format!("{field}.created"))?)
         }
         Qualifier::Customers(list) => {
+            let path = format!("{field}.customers.customer_ids");
+            if list.customer_ids.len() > rule::MAX_IN_VALUES {
+                return Err(Error::invalid(
+                    path,
+                    format!("more than {} ids", rule::MAX_IN_VALUES),
+                ));
+            }
+            let mut seen = HashSet::with_capacity(list.customer_ids.len());
             let mut ids: Vec<String> = Vec::with_capacity(list.customer_ids.len());
-            for id in list.customer_ids {
-                if !ids.contains(&id) {
+            for (i, id) in list.customer_ids.into_iter().enumerate() {
+                let id = super::convert::id(&id, &format!("{path}[{i}]"))?;
+                if seen.insert(id.clone()) {
                     ids.push(id);
                 }
             }
@@ -238,13 +262,7 @@ pub fn set_value(field: SetField, value: &str, path: &str) -> Result<String> {
         SetField::Timezone => normalize_time_zone(value)
             .map(str::to_owned)
             .ok_or_else(|| Error::invalid(path, format!("unknown time zone `{value}`"))),
-        SetField::KlaviyoList => {
-            if value.is_empty() {
-                Err(Error::invalid(path, "a list id cannot be empty"))
-            } else {
-                Ok(value.to_owned())
-            }
-        }
+        SetField::KlaviyoList => super::convert::id(value, path),
     }
 }
 
@@ -278,10 +296,10 @@ fn window(window: proto::Window, field: &str) -> Result<Window> {
                     ));
                 }
             };
-            if duration.amount == 0 || duration.amount > 100_000 {
+            if duration.amount == 0 {
                 return Err(Error::invalid(
                     format!("{field}.within.amount"),
-                    format!("{} is outside 1 ..= 100000", duration.amount),
+                    "a duration must be more than zero".to_owned(),
                 ));
             }
             Window::Within(Duration {

@@ -1,0 +1,250 @@
+//! Kill test: several clients stream write batches at a real `segmentd
+//! serve` child process while it is killed with SIGKILL at random moments
+//! and restarted. A ledger kept by the clients says which batches were
+//! acknowledged; after every restart each acknowledged batch must be there
+//! exactly once, and no batch may be there in part.
+//!
+//! Cycles: `SEGMENTD_KILL_CYCLES` (default 20; the README's long mode runs
+//! thousands).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use segmentd::proto::segment_service_client::SegmentServiceClient;
+use segmentd::proto::{
+    CountAudienceRequest, Event, RecordEventsRequest, ResolveSegmentRequest,
+    count_audience_request, event, resolve_segment_request,
+};
+use tonic::transport::Channel;
+
+const CLIENTS: usize = 3;
+/// Orders per batch, one per new customer, so a batch is visible as customers.
+const BATCH: usize = 50;
+const TENANT: &str = "kill";
+
+#[derive(Default, Clone)]
+struct Ledger {
+    /// Batches whose reply said OK.
+    acknowledged: BTreeSet<String>,
+    /// Batches sent whose reply never came (the server died first).
+    uncertain: BTreeSet<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(data: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_segmentd"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn connect(port: u16) -> SegmentServiceClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut client = SegmentServiceClient::new(channel);
+            // A call that needs storage open: answers once serving.
+            let probe = segmentd::proto::GetTenantRequest {
+                tenant: TENANT.into(),
+            };
+            match client.get_tenant(probe).await {
+                Ok(_) => return client,
+                Err(status) if status.code() == tonic::Code::NotFound => return client,
+                Err(_) => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "server on {port} never answered");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn batch_events(batch: &str) -> Vec<Event> {
+    (0..BATCH)
+        .map(|i| Event {
+            event_id: format!("{batch}/{i}"),
+            customer_id: format!("{batch}/{i}"),
+            time: Some(prost_types::Timestamp {
+                seconds: 1_767_225_600 + i as i64,
+                nanos: 0,
+            }),
+            kind: Some(event::Kind::Order(event::Order { value_cents: 100 })),
+        })
+        .collect()
+}
+
+/// Sends batches until the server dies; records each in the ledger.
+async fn writer(port: u16, cycle: usize, client_no: usize, ledger: Arc<Mutex<Ledger>>) {
+    let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+    else {
+        return;
+    };
+    let mut client = SegmentServiceClient::new(channel);
+    for n in 0.. {
+        let batch = format!("c{cycle}-w{client_no}-b{n}");
+        let request = RecordEventsRequest {
+            tenant: TENANT.into(),
+            events: batch_events(&batch),
+        };
+        ledger.lock().unwrap().uncertain.insert(batch.clone());
+        match client.record_events(request).await {
+            Ok(_) => {
+                let mut ledger = ledger.lock().unwrap();
+                ledger.uncertain.remove(&batch);
+                ledger.acknowledged.insert(batch);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Every customer id of the tenant, by paging through `order_count >= 0`.
+async fn customers(client: &mut SegmentServiceClient<Channel>, rule: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ResolveSegmentRequest {
+            tenant: TENANT.into(),
+            audience: Some(resolve_segment_request::Audience::RuleText(rule.into())),
+            page_size: 10_000,
+            page_token,
+            ..ResolveSegmentRequest::default()
+        };
+        let page = client.resolve_segment(request).await.unwrap().into_inner();
+        ids.extend(page.customer_ids);
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn count(client: &mut SegmentServiceClient<Channel>, rule: &str) -> u64 {
+    let request = CountAudienceRequest {
+        tenant: TENANT.into(),
+        audience: Some(count_audience_request::Audience::RuleText(rule.into())),
+        as_of: None,
+    };
+    match client.count_audience(request).await {
+        Ok(response) => response.into_inner().count,
+        Err(status) if status.code() == tonic::Code::NotFound => 0,
+        Err(status) => panic!("count `{rule}`: {status}"),
+    }
+}
+
+/// Checks the data against the ledger: acknowledged batches whole, no
+/// batch in part, every order once.
+async fn verify(client: &mut SegmentServiceClient<Channel>, ledger: &Ledger) -> usize {
+    let everyone = if count(client, "order_count >= 0").await == 0 {
+        Vec::new()
+    } else {
+        customers(client, "order_count >= 0").await
+    };
+    let mut per_batch: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &everyone {
+        let (batch, _) = id.rsplit_once('/').unwrap();
+        *per_batch.entry(batch.to_owned()).or_default() += 1;
+    }
+    for (batch, customers) in &per_batch {
+        assert_eq!(*customers, BATCH, "batch {batch} is there in part");
+        assert!(
+            ledger.acknowledged.contains(batch) || ledger.uncertain.contains(batch),
+            "batch {batch} was never sent"
+        );
+    }
+    for batch in &ledger.acknowledged {
+        assert!(
+            per_batch.contains_key(batch),
+            "acknowledged batch {batch} is lost"
+        );
+    }
+    // Exactly once: one order of 1.00 per customer.
+    assert_eq!(
+        count(client, "order_count > 1").await,
+        0,
+        "an order counted twice"
+    );
+    assert_eq!(count(client, "spent = 1").await, everyone.len() as u64);
+    per_batch.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_batches_survive_sigkill_exactly_once() {
+    let cycles: usize = std::env::var("SEGMENTD_KILL_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    // A fixed-seed sequence of kill delays, 20 to 400 ms.
+    let mut seed: u64 = 0x6b11_7e57;
+    let mut delay = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        Duration::from_millis(20 + seed % 380)
+    };
+
+    for cycle in 0..cycles {
+        let port = free_port();
+        let mut server = start(dir.path(), port);
+        let mut client = connect(port).await;
+        let snapshot = ledger.lock().unwrap().clone();
+        verify(&mut client, &snapshot).await;
+
+        let writers: Vec<_> = (0..CLIENTS)
+            .map(|n| tokio::spawn(writer(port, cycle, n, ledger.clone())))
+            .collect();
+        tokio::time::sleep(delay()).await;
+        server.kill().unwrap();
+        server.wait().unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+
+    // A last clean start: retrying the uncertain batches applies each once.
+    let port = free_port();
+    let mut server = start(dir.path(), port);
+    let mut client = connect(port).await;
+    let uncertain: Vec<String> = ledger.lock().unwrap().uncertain.iter().cloned().collect();
+    for batch in uncertain {
+        let request = RecordEventsRequest {
+            tenant: TENANT.into(),
+            events: batch_events(&batch),
+        };
+        client.record_events(request).await.unwrap();
+        let mut ledger = ledger.lock().unwrap();
+        ledger.uncertain.remove(&batch);
+        ledger.acknowledged.insert(batch);
+    }
+    let snapshot = ledger.lock().unwrap().clone();
+    let batches = verify(&mut client, &snapshot).await;
+    let acknowledged = ledger.lock().unwrap().acknowledged.len();
+    assert_eq!(batches, acknowledged);
+    assert!(
+        acknowledged > cycles,
+        "too few writes got through to test anything: {acknowledged}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
