@@ -18,6 +18,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    // A panic (sled can panic on a damaged directory) is logged as one line;
+    // where it is caught, the caller reports it as an error.
+    std::panic::set_hook(Box::new(|panic| {
+        tracing::error!(panic = %panic, "panic");
+    }));
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

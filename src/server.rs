@@ -50,9 +50,27 @@ pub async fn serve(
 
     let started = std::time::Instant::now();
     let path = data.to_owned();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&path))
-        .await
-        .map_err(|e| Error::Internal(format!("opening storage: {e}")))??;
+    let opening = tokio::task::spawn_blocking(move || Engine::open(&path)).await;
+    let engine = match opening {
+        Ok(engine) => engine?,
+        // sled can panic on a damaged directory; report it rather than crash.
+        Err(join) => {
+            let detail = join
+                .try_into_panic()
+                .ok()
+                .and_then(|panic| {
+                    panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                })
+                .unwrap_or_default();
+            return Err(Error::Corrupt(format!(
+                "{} is damaged: the storage engine failed while reading it ({detail})",
+                data.display()
+            )));
+        }
+    };
     let engine = Arc::new(engine);
     tracing::info!(
         data = %data.display(),

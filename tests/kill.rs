@@ -248,3 +248,53 @@ async fn acknowledged_batches_survive_sigkill_exactly_once() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    for cycle in 0..5 {
+        let port = free_port();
+        let server = start(dir.path(), port);
+        let mut client = connect(port).await;
+        let snapshot = ledger.lock().unwrap().clone();
+        verify(&mut client, &snapshot).await;
+
+        let writers: Vec<_> = (0..CLIENTS)
+            .map(|n| tokio::spawn(writer(port, 1000 + cycle, n, ledger.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150 + 50 * cycle as u64)).await;
+        let pid = server.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::task::spawn_blocking(move || {
+            let mut server = server;
+            server.wait().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            status.success(),
+            "serve exited with {status} on SIGTERM under load"
+        );
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+    let port = free_port();
+    let mut server = start(dir.path(), port);
+    let mut client = connect(port).await;
+    let snapshot = ledger.lock().unwrap().clone();
+    verify(&mut client, &snapshot).await;
+    assert!(
+        snapshot.acknowledged.len() >= 5,
+        "too few writes to test anything"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

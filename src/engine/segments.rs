@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::index::eval::MAX_SEGMENT_DEPTH;
 use crate::index::{SavedSegment, TenantIndex};
 use crate::rule::{Predicate, Rule};
-use crate::store::encode_json;
 use crate::store::keys;
 use crate::store::records::SegmentRecord;
+use crate::store::{Batch, encode_json};
 
 /// Segments one tenant may keep.
 pub const MAX_SEGMENTS_PER_TENANT: usize = 10_000;
@@ -67,7 +67,7 @@ impl Engine {
                 create_time_micros: now_micros,
                 update_time_micros: now_micros,
             };
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             batch.insert(
                 keys::segment_key(&index.tenant, segment_id),
                 encode_json(&record)?,

@@ -14,8 +14,8 @@ use super::write::{remove_whole, write_whole};
 use super::{Engine, TenantInfo, read};
 use crate::error::{Error, Result};
 use crate::rule::EventKind;
-use crate::store::encode_json;
 use crate::store::keys::{self, BitmapKey};
+use crate::store::{Batch, encode_json};
 use crate::time::{self, Seconds};
 
 impl Engine {
@@ -51,7 +51,7 @@ impl Engine {
                     }
                 })?;
 
-                let mut batch = sled::Batch::default();
+                let mut batch = Batch::default();
                 for (key, bitmap) in index.bitmaps.iter().filter(|(key, _)| key.is_day()) {
                     remove_whole(&mut batch, name, key, bitmap);
                 }

@@ -20,7 +20,7 @@ use crate::store::keys::{
     self, BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
 };
 use crate::store::records::{AnswerRecord, CustomerRecord, TenantMeta};
-use crate::store::{Store, chunk_bounds, encode_json};
+use crate::store::{Batch, Store, chunk_bounds, encode_json};
 use crate::time::{self, Seconds};
 
 /// Ids to add to and remove from one bitmap.
@@ -47,7 +47,7 @@ pub struct WriteBatch<'a> {
     new_ids: HashMap<String, u32>,
     deleted_ids: HashMap<String, u32>,
     events_seen: HashSet<String>,
-    sled: sled::Batch,
+    batch: Batch,
     pub summary: WriteSummary,
 }
 
@@ -75,7 +75,7 @@ impl<'a> WriteBatch<'a> {
             new_ids: HashMap::new(),
             deleted_ids: HashMap::new(),
             events_seen: HashSet::new(),
-            sled: sled::Batch::default(),
+            batch: Batch::default(),
             summary: WriteSummary::default(),
         }
     }
@@ -133,8 +133,8 @@ impl<'a> WriteBatch<'a> {
             return Ok(());
         }
         self.summary.recorded += 1;
-        self.sled
-            .insert(keys::event_id_key(&self.index.tenant, &event.event_id), &[]);
+        self.batch
+            .insert(keys::event_id_key(&self.index.tenant, &event.event_id), []);
 
         let (dense, _) = self.customer(&event.customer_id)?;
         let t = event.time;
@@ -211,7 +211,7 @@ impl<'a> WriteBatch<'a> {
                 self.set(BitmapKey::ClickedBroadcast(broadcast), dense, true);
                 row.extend_from_slice(broadcast_id.as_bytes());
             }
-            self.sled.insert(
+            self.batch.insert(
                 keys::event_time_key(&self.index.tenant, kind, t, dense),
                 row,
             );
@@ -262,29 +262,35 @@ impl<'a> WriteBatch<'a> {
             self.derive(dense, touched.before.as_ref(), touched.after.as_ref());
             let key = keys::customer_key(&tenant, dense);
             match &touched.after {
-                Some(record) => self.sled.insert(key, encode_json(record)?),
-                None => self.sled.remove(key),
+                Some(record) => self.batch.insert(key, encode_json(record)?),
+                None => self.batch.remove(key),
             }
         }
         // Removals first: a later operation on the same key wins in a batch.
         for customer_id in self.deleted_ids.keys() {
-            self.sled
+            self.batch
                 .remove(keys::external_id_key(&tenant, customer_id));
         }
         for (customer_id, dense) in &self.new_ids {
-            self.sled.insert(
+            self.batch.insert(
                 keys::external_id_key(&tenant, customer_id),
-                &dense.to_be_bytes(),
+                dense.to_be_bytes(),
             );
         }
         for (key, change) in &self.bitmaps {
-            write_chunks(&mut self.sled, &tenant, key, self.index.bitmap(key), change)?;
+            write_chunks(
+                &mut self.batch,
+                &tenant,
+                key,
+                self.index.bitmap(key),
+                change,
+            )?;
         }
         // Always written: the write sequence moves with every batch.
-        self.sled
+        self.batch
             .insert(keys::meta_key(&tenant), encode_json(&self.meta)?);
 
-        self.store.commit(self.sled)?;
+        self.store.commit(self.batch)?;
         Ok(Committed {
             meta: self.meta,
             bitmaps: self.bitmaps,
@@ -480,7 +486,7 @@ impl Committed {
 
 /// Writes the chunks of `current` that `change` touches, as they will be.
 fn write_chunks(
-    batch: &mut sled::Batch,
+    batch: &mut Batch,
     tenant: &str,
     key: &BitmapKey,
     current: &RoaringBitmap,
@@ -523,7 +529,7 @@ fn chunks_of(bitmap: &RoaringBitmap) -> Vec<u16> {
 
 /// Writes a whole bitmap, a chunk per key.
 pub fn write_whole(
-    batch: &mut sled::Batch,
+    batch: &mut Batch,
     tenant: &str,
     key: &BitmapKey,
     bitmap: &RoaringBitmap,
@@ -536,12 +542,7 @@ pub fn write_whole(
 }
 
 /// Removes every stored chunk of a bitmap.
-pub fn remove_whole(
-    batch: &mut sled::Batch,
-    tenant: &str,
-    key: &BitmapKey,
-    bitmap: &RoaringBitmap,
-) {
+pub fn remove_whole(batch: &mut Batch, tenant: &str, key: &BitmapKey, bitmap: &RoaringBitmap) {
     for chunk in chunks_of(bitmap) {
         batch.remove(keys::bitmap_chunk_key(tenant, key, chunk));
     }

@@ -6,9 +6,12 @@
 //! the caller is answered.
 
 pub mod keys;
+mod manifest;
 pub mod records;
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use roaring::RoaringBitmap;
 
@@ -18,11 +21,35 @@ use crate::time::TimeRange;
 use keys::{BitmapKey, FORMAT_KEY, FORMAT_VERSION};
 use records::{CustomerRecord, SegmentRecord, TenantMeta};
 
-/// The data directory.
-#[derive(Clone)]
+/// One atomic change: every insert and removal in it is applied, or none.
+#[derive(Default)]
+pub struct Batch(sled::Batch);
+
+impl Batch {
+    pub fn insert(&mut self, key: Vec<u8>, value: impl AsRef<[u8]>) {
+        self.0.insert(key, value.as_ref());
+    }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.0.remove(key);
+    }
+}
+
+/// The data directory. Everything segmentd stores goes through this type,
+/// so another embedded engine could replace sled without touching the index.
 pub struct Store {
     db: sled::Db,
+    path: std::path::PathBuf,
+    /// Numbers commits in the order they are applied.
+    commits: Mutex<u64>,
+    /// When the manifest was last written, and the commits it then vouched for.
+    manifest: Mutex<(Instant, u64)>,
 }
+
+/// The key of the database's own count of commits.
+const COMMITS_KEY: &[u8] = b"\0commits";
+/// How often, at most, a commit also rewrites the manifest.
+const MANIFEST_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything stored of one tenant, as read at start.
 pub struct TenantSnapshot {
@@ -51,6 +78,7 @@ impl Store {
                 }
                 error => Error::Corrupt(format!("cannot open {}: {error}", path.display())),
             })?;
+        let fresh = db.is_empty();
         match db.get(FORMAT_KEY)? {
             Some(version) if version.as_ref() == FORMAT_VERSION => {}
             Some(version) => {
@@ -72,19 +100,65 @@ impl Store {
                 )));
             }
         }
-        Ok(Store { db })
+
+        let commits = match db.get(COMMITS_KEY)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                Error::Corrupt(format!("{}: the commit count is damaged", path.display()))
+            })?),
+            None => 0,
+        };
+        match manifest::read(path)? {
+            Some(vouched) if vouched > commits => {
+                return Err(Error::Corrupt(format!(
+                    "{} has lost committed writes: the database holds {commits} commits but \
+                     {vouched} were on disk before; restore the directory from a backup",
+                    path.display()
+                )));
+            }
+            None if !fresh && commits > 0 => {
+                tracing::warn!(data = %path.display(), "no manifest; writing one now");
+            }
+            _ => {}
+        }
+        manifest::write(path, commits)?;
+        Ok(Store {
+            db,
+            path: path.to_owned(),
+            commits: Mutex::new(commits),
+            manifest: Mutex::new((Instant::now(), commits)),
+        })
     }
 
     /// Applies a batch atomically and waits until it is on disk.
-    pub fn commit(&self, batch: sled::Batch) -> Result<()> {
-        self.db.apply_batch(batch)?;
+    pub fn commit(&self, batch: Batch) -> Result<()> {
+        let Batch(mut batch) = batch;
+        let number = {
+            // Numbers are taken and batches applied in one order, so the
+            // stored count only grows.
+            let mut commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+            let number = *commits + 1;
+            batch.insert(COMMITS_KEY, &number.to_be_bytes());
+            self.db.apply_batch(batch)?;
+            *commits = number;
+            number
+        };
         self.db.flush()?;
+
+        // Every commit up to `number` is durable now; say so now and then.
+        let mut manifest = self.manifest.lock().unwrap_or_else(PoisonError::into_inner);
+        if number > manifest.1 && manifest.0.elapsed() >= MANIFEST_EVERY {
+            manifest::write(&self.path, number)?;
+            *manifest = (Instant::now(), number);
+        }
         Ok(())
     }
 
-    /// Waits until everything written is on disk.
+    /// Waits until everything written is on disk, and records it in the manifest.
     pub fn flush(&self) -> Result<()> {
+        let commits = *self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         self.db.flush()?;
+        manifest::write(&self.path, commits)?;
+        *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = (Instant::now(), commits);
         Ok(())
     }
 
@@ -267,7 +341,7 @@ mod tests {
     fn a_time_index_read_skips_rows_of_later_batches_and_other_payloads() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.insert(
             keys::event_time_key("t", EventKind::Clicked, 100, 1),
             row(1, b"b1"),
