@@ -11,6 +11,7 @@ RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/count_rules.rs \
+    && echo 'fn main() {}' > benches/restart.rs \
     && cargo build --release --locked \
     && rm -rf src benches
 COPY src ./src

@@ -908,6 +908,9 @@ fn counts_and_members_match_a_naive_model() {
     let server = runtime.block_on(TestServer::start(dir.path()));
     let client = runtime.block_on(server.client());
     let case = std::sync::atomic::AtomicU32::new(0);
+    // Every (tenant, rule, instant, expected count) checked, to check again
+    // after a restart: what was written must read back the same.
+    let checked = std::sync::Mutex::new(Vec::<(String, String, i64, u64)>::new());
 
     let cases = std::env::var("SEGMENTD_MODEL_CASES")
         .ok()
@@ -972,6 +975,10 @@ fn counts_and_members_match_a_naive_model() {
                     instant,
                     model.zone
                 );
+                checked
+                    .lock()
+                    .unwrap()
+                    .push((tenant.clone(), rule_text.clone(), instant, count));
                 let page = runtime.block_on(client.resolve_segment(ResolveSegmentRequest {
                     tenant: tenant.clone(),
                     audience: Some(resolve_segment_request::Audience::RuleText(
@@ -997,5 +1004,30 @@ fn counts_and_members_match_a_naive_model() {
             Ok(())
         })
         .unwrap();
+    runtime.block_on(server.stop());
+
+    // Close, reopen, and every count reads back as the model said.
+    let server = runtime.block_on(TestServer::start(dir.path()));
+    let mut client = runtime.block_on(server.client());
+    let checked = checked.into_inner().unwrap();
+    assert!(!checked.is_empty());
+    for (tenant, rule_text, instant, expected) in checked {
+        let request = CountAudienceRequest {
+            tenant,
+            audience: Some(count_audience_request::Audience::RuleText(
+                rule_text.clone(),
+            )),
+            as_of: Some(prost_types::Timestamp {
+                seconds: instant,
+                nanos: 0,
+            }),
+        };
+        let count = runtime.block_on(client.count_audience(request)).unwrap();
+        assert_eq!(
+            count.into_inner().count,
+            expected,
+            "after restart: `{rule_text}` at {instant}"
+        );
+    }
     runtime.block_on(server.stop());
 }
