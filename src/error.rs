@@ -36,10 +36,6 @@ pub enum Error {
     #[error("{0}")]
     Aborted(String),
 
-    /// A qualifier this build does not evaluate yet.
-    #[error("{0}")]
-    Unsupported(String),
-
     /// A documented limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),

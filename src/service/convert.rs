@@ -116,29 +116,40 @@ fn cents(value: i64, field: &str) -> Result<u64> {
     Ok(value as u64)
 }
 
-/// Normalised, deduplicated values of a set-like field.
-fn values(raw: &[String], field: SetField, path: &str) -> Result<Vec<String>> {
-    if raw.len() > MAX_VALUES_PER_CUSTOMER {
-        return Err(Error::invalid(
-            path,
-            format!("more than {MAX_VALUES_PER_CUSTOMER} values"),
-        ));
+/// Checks at most `max` values with `check` (given each value's field
+/// path), keeping the first of equal results, in order.
+fn unique_values(
+    raw: &[String],
+    max: usize,
+    path: &str,
+    mut check: impl FnMut(&str, &str) -> Result<String>,
+) -> Result<Vec<String>> {
+    if raw.len() > max {
+        return Err(Error::invalid(path, format!("more than {max} values")));
     }
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::with_capacity(raw.len());
     let mut out = Vec::with_capacity(raw.len());
     for (i, value) in raw.iter().enumerate() {
-        let value = rules::set_value(field, value, &format!("{path}[{i}]"))?;
-        if value.len() > MAX_ID_BYTES {
-            return Err(Error::invalid(
-                format!("{path}[{i}]"),
-                format!("longer than {MAX_ID_BYTES} bytes"),
-            ));
-        }
+        let value = check(value, &format!("{path}[{i}]"))?;
         if seen.insert(value.clone()) {
             out.push(value);
         }
     }
     Ok(out)
+}
+
+/// Normalised, deduplicated values of a set-like field.
+fn values(raw: &[String], field: SetField, path: &str) -> Result<Vec<String>> {
+    unique_values(raw, MAX_VALUES_PER_CUSTOMER, path, |value, at| {
+        let value = rules::set_value(field, value, at)?;
+        if value.len() > MAX_ID_BYTES {
+            return Err(Error::invalid(
+                at,
+                format!("longer than {MAX_ID_BYTES} bytes"),
+            ));
+        }
+        Ok(value)
+    })
 }
 
 /// One customer of an upsert.
@@ -378,21 +389,7 @@ pub fn segment_input(segment: proto::Segment, segment_id: &str) -> Result<Segmen
 }
 
 fn id_list(ids: Vec<String>, field: &str) -> Result<Vec<String>> {
-    if ids.len() > MAX_LISTED_CUSTOMERS {
-        return Err(Error::invalid(
-            field,
-            format!("more than {MAX_LISTED_CUSTOMERS} ids"),
-        ));
-    }
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(ids.len());
-    for (i, value) in ids.into_iter().enumerate() {
-        let value = id(&value, &format!("{field}[{i}]"))?;
-        if seen.insert(value.clone()) {
-            out.push(value);
-        }
-    }
-    Ok(out)
+    unique_values(&ids, MAX_LISTED_CUSTOMERS, field, id)
 }
 
 /// A stored segment as the API shows it.

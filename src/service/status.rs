@@ -15,7 +15,6 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Aborted(_) => Code::Aborted,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::Unsupported(_) => Code::Unimplemented,
             Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => Code::Internal,
         };
         if code == Code::Internal {
