@@ -24,7 +24,7 @@ use segmentd::proto::{
 use tonic::transport::Channel;
 
 /// Cases run by default; `SEGMENTD_MODEL_CASES` sets another number.
-const CASES: u32 = 700;
+const CASES: u32 = 2_000;
 const DAY: i64 = 86_400;
 /// Days that events and rule dates span, from the case's first day: short,
 /// so that windows often cut through data.
