@@ -6,6 +6,7 @@
 //! to disk, and only then takes the index's write lock to apply the change,
 //! so a read never waits on a disk flush and never sees an unacknowledged write.
 
+pub mod lifecycle;
 pub mod segments;
 pub mod tenants;
 pub mod types;

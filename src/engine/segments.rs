@@ -10,7 +10,7 @@ use super::types::SegmentInput;
 use std::collections::HashMap;
 use std::sync::PoisonError;
 
-use super::{Engine, read};
+use super::{Engine, Tenant, read};
 use crate::error::{Error, Result};
 use crate::index::eval::MAX_SEGMENT_DEPTH;
 use crate::index::{SavedSegment, TenantIndex};
@@ -56,7 +56,7 @@ impl Engine {
                     )));
                 }
             }
-            let record = SegmentRecord {
+            SegmentRecord {
                 segment_id: segment_id.to_owned(),
                 title: input.title,
                 rule_text: input.rule.as_ref().map(Rule::to_string).unwrap_or_default(),
@@ -66,26 +66,35 @@ impl Engine {
                 archived: false,
                 create_time_micros: now_micros,
                 update_time_micros: now_micros,
-            };
-            let mut batch = Batch::default();
-            batch.insert(
-                keys::segment_key(&index.tenant, segment_id),
-                encode_json(&record)?,
-            );
-            self.store.commit(batch)?;
-            record
+            }
         };
-        let saved = SavedSegment {
-            rule: input.rule,
-            record: record.clone(),
-        };
+        self.save_segment(&tenant, record.clone(), input.rule)?;
+        Ok(record)
+    }
+
+    /// Stores a segment durably, then shows it in the index. Called with the
+    /// tenant's writer lock held.
+    pub(super) fn save_segment(
+        &self,
+        tenant: &Tenant,
+        record: SegmentRecord,
+        rule: Option<Rule>,
+    ) -> Result<()> {
+        let name = read(&tenant.index).tenant.clone();
+        let mut batch = Batch::default();
+        batch.insert(
+            keys::segment_key(&name, &record.segment_id),
+            encode_json(&record)?,
+        );
+        self.store.commit(batch)?;
+        let segment_id = record.segment_id.clone();
         tenant
             .index
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .segments
-            .insert(segment_id.to_owned(), saved);
-        Ok(record)
+            .insert(segment_id, SavedSegment { record, rule });
+        Ok(())
     }
 
     /// One saved segment.
@@ -130,7 +139,11 @@ impl Engine {
 
 /// The longest chain of segments that `rule` reaches through `segment = ...`
 /// references (0 when it refers to none).
-fn referenced_chain(index: &TenantIndex, rule: &Rule, known: &mut HashMap<String, usize>) -> usize {
+pub(super) fn referenced_chain(
+    index: &TenantIndex,
+    rule: &Rule,
+    known: &mut HashMap<String, usize>,
+) -> usize {
     match rule {
         Rule::And(children) | Rule::Or(children) => children
             .iter()
@@ -157,7 +170,7 @@ fn referenced_chain(index: &TenantIndex, rule: &Rule, known: &mut HashMap<String
 }
 
 /// Refuses a rule that refers to a missing or archived segment.
-fn check_references(index: &TenantIndex, rule: &Rule) -> Result<()> {
+pub(super) fn check_references(index: &TenantIndex, rule: &Rule) -> Result<()> {
     match rule {
         Rule::And(children) | Rule::Or(children) => children
             .iter()

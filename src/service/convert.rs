@@ -418,3 +418,76 @@ fn micros_to_timestamp(micros: i64) -> Timestamp {
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
     }
 }
+
+/// The changes of an `UpdateSegment`: the fields `update_mask` names, or all.
+pub fn segment_changes(
+    segment: proto::Segment,
+    update_mask: Option<prost_types::FieldMask>,
+    segment_id: &str,
+) -> Result<crate::engine::lifecycle::SegmentChanges> {
+    const FIELDS: [&str; 5] = [
+        "title",
+        "rule_text",
+        "rule",
+        "included_customer_ids",
+        "excluded_customer_ids",
+    ];
+    let paths: Vec<String> = update_mask.map(|mask| mask.paths).unwrap_or_default();
+    if let Some(unknown) = paths.iter().find(|path| !FIELDS.contains(&path.as_str())) {
+        return Err(Error::invalid(
+            "update_mask",
+            format!("`{unknown}` cannot be updated; use {}", FIELDS.join(", ")),
+        ));
+    }
+    let named = |field: &str| paths.is_empty() || paths.iter().any(|path| path == field);
+    if !segment.segment_id.is_empty() && segment.segment_id != segment_id {
+        return Err(Error::invalid(
+            "segment.segment_id",
+            format!(
+                "`{}` differs from the request's segment_id `{segment_id}`; leave it empty",
+                segment.segment_id
+            ),
+        ));
+    }
+    if segment.title.chars().count() > MAX_TITLE_CHARS {
+        return Err(Error::invalid(
+            "segment.title",
+            format!("longer than {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    let rule = if named("rule_text") || named("rule") {
+        Some(match (segment.rule_text.trim().is_empty(), segment.rule) {
+            (false, Some(_)) => {
+                return Err(Error::invalid(
+                    "segment",
+                    "give rule_text or rule, not both",
+                ));
+            }
+            (false, None) => Some(parse_rule_text(&segment.rule_text, "segment.rule_text")?),
+            (true, Some(rule)) => Some(rules::from_proto(rule, "segment.rule")?),
+            (true, None) => None,
+        })
+    } else {
+        None
+    };
+    Ok(crate::engine::lifecycle::SegmentChanges {
+        title: named("title").then_some(segment.title),
+        rule,
+        included_customer_ids: named("included_customer_ids")
+            .then(|| {
+                id_list(
+                    segment.included_customer_ids,
+                    "segment.included_customer_ids",
+                )
+            })
+            .transpose()?,
+        excluded_customer_ids: named("excluded_customer_ids")
+            .then(|| {
+                id_list(
+                    segment.excluded_customer_ids,
+                    "segment.excluded_customer_ids",
+                )
+            })
+            .transpose()?,
+    })
+}

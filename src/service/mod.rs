@@ -67,6 +67,37 @@ impl Segments {
     }
 }
 
+impl Segments {
+    /// Archives or restores a segment, for the two RPCs that differ only in that.
+    async fn set_archived(
+        &self,
+        rpc: &'static str,
+        tenant: String,
+        segment_id: String,
+        archived: bool,
+    ) -> Result<crate::store::records::SegmentRecord, Status> {
+        let checked = (|| {
+            Ok((
+                convert::tenant(&tenant)?,
+                convert::id(&segment_id, "segment_id")?,
+            ))
+        })();
+        let (tenant_name, segment_id) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(rpc, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        self.call(rpc, &tenant_name, move |engine| {
+            if archived {
+                engine.archive_segment(&name, &segment_id, now_micros())
+            } else {
+                engine.unarchive_segment(&name, &segment_id, now_micros())
+            }
+        })
+        .await
+    }
+}
+
 fn log_call(rpc: &str, tenant: &str, started: Instant, error: Option<&Status>) {
     let micros = started.elapsed().as_micros() as u64;
     match error.map(Status::code) {
@@ -457,6 +488,70 @@ impl SegmentService for Segments {
             time_zone: info.time_zone,
             customer_count: info.customer_count,
             segment_count: info.segment_count,
+        }))
+    }
+
+    async fn update_segment(
+        &self,
+        request: Request<proto::UpdateSegmentRequest>,
+    ) -> Result<Response<proto::UpdateSegmentResponse>, Status> {
+        const RPC: &str = "UpdateSegment";
+        let proto::UpdateSegmentRequest {
+            tenant,
+            segment_id,
+            segment,
+            version,
+            update_mask,
+        } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let segment_id = convert::id(&segment_id, "segment_id")?;
+            if version == 0 {
+                return Err(Error::invalid("version", "give the version you read"));
+            }
+            let segment = segment.ok_or_else(|| Error::invalid("segment", "give the segment"))?;
+            let changes = convert::segment_changes(segment, update_mask, &segment_id)?;
+            Ok((tenant, segment_id, changes))
+        })();
+        let (tenant_name, segment_id, changes) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        let name = tenant_name.clone();
+        let record = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.update_segment(&name, &segment_id, version, changes, now_micros())
+            })
+            .await?;
+        Ok(Response::new(proto::UpdateSegmentResponse {
+            segment: Some(convert::segment_to_proto(record)),
+        }))
+    }
+
+    async fn archive_segment(
+        &self,
+        request: Request<proto::ArchiveSegmentRequest>,
+    ) -> Result<Response<proto::ArchiveSegmentResponse>, Status> {
+        let proto::ArchiveSegmentRequest { tenant, segment_id } = request.into_inner();
+        let record = self
+            .set_archived("ArchiveSegment", tenant, segment_id, true)
+            .await?;
+        Ok(Response::new(proto::ArchiveSegmentResponse {
+            segment: Some(convert::segment_to_proto(record)),
+        }))
+    }
+
+    async fn unarchive_segment(
+        &self,
+        request: Request<proto::UnarchiveSegmentRequest>,
+    ) -> Result<Response<proto::UnarchiveSegmentResponse>, Status> {
+        let proto::UnarchiveSegmentRequest { tenant, segment_id } = request.into_inner();
+        let record = self
+            .set_archived("UnarchiveSegment", tenant, segment_id, false)
+            .await?;
+        Ok(Response::new(proto::UnarchiveSegmentResponse {
+            segment: Some(convert::segment_to_proto(record)),
         }))
     }
 }
