@@ -132,6 +132,14 @@ async fn an_update_needs_the_current_version_and_changes_only_the_masked_fields(
     );
     assert_eq!(updated.title, "a", "the title was not in the mask");
     assert_eq!(count(&mut client, "a").await, 3); // c0 c1 c2
+    // Of those, the opted-in (even) ones can be sent to: c0 and c2.
+    let request = CountAudienceRequest {
+        tenant: "shop".into(),
+        audience: Some(count_audience_request::Audience::SegmentId("a".into())),
+        as_of: None,
+    };
+    let counted = client.count_audience(request).await.unwrap().into_inner();
+    assert_eq!((counted.count, counted.sendable_count), (3, 2));
 
     // A second editor who read version 1 is refused, and nothing changes.
     let status = update(&mut client, "a", 1, vip, &["rule_text"])

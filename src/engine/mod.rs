@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::index::TenantIndex;
 use crate::index::eval::Evaluation;
 use crate::store::Store;
+use crate::store::keys::BitmapKey;
 use crate::store::records::TenantMeta;
 use crate::time::Seconds;
 use types::{Audience, AudiencePage, CustomerUpdate, NewEvent, WriteSummary};
@@ -209,6 +210,20 @@ impl Engine {
     /// The number of members of an audience.
     pub fn count(&self, tenant: &str, audience: &Audience, instant: Seconds) -> Result<u64> {
         Ok(self.members(tenant, audience, instant)?.len())
+    }
+
+    /// The number of members of an audience, and of those opted in.
+    pub fn count_sendable(
+        &self,
+        tenant: &str,
+        audience: &Audience,
+        instant: Seconds,
+    ) -> Result<(u64, u64)> {
+        let tenant = self.tenant(tenant)?;
+        let index = read(&tenant.index);
+        let members = self.evaluate(&index, audience, instant)?;
+        let sendable = members.intersection_len(index.bitmap(&BitmapKey::OptedIn));
+        Ok((members.len(), sendable))
     }
 
     /// A page of an audience's customer ids, in dense-id order, after the

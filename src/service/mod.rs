@@ -376,14 +376,15 @@ impl SegmentService for Segments {
             Audience::Segment(_) => String::new(),
         };
         let name = tenant_name.clone();
-        let count = self
+        let (count, sendable_count) = self
             .call(RPC, &tenant_name, move |engine| {
-                engine.count(&name, &audience, instant)
+                engine.count_sendable(&name, &audience, instant)
             })
             .await?;
         Ok(Response::new(proto::CountAudienceResponse {
             count,
             rule_text,
+            sendable_count,
         }))
     }
 
