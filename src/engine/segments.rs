@@ -4,8 +4,6 @@
 //! segment that exists and is not archived, so a new segment can never be
 //! part of a cycle.
 
-use std::sync::atomic::Ordering;
-
 use super::types::SegmentInput;
 use std::collections::HashMap;
 use std::sync::PoisonError;
@@ -127,13 +125,6 @@ impl Engine {
         let page: Vec<SegmentRecord> = listed.by_ref().take(page_size).collect();
         let more = listed.next().is_some();
         Ok((page, more))
-    }
-
-    /// Whether a tenant exists, for callers that must refuse unknown tenants early.
-    pub fn tenant_exists(&self, tenant: &str) -> bool {
-        read(&self.tenants)
-            .get(tenant)
-            .is_some_and(|tenant| tenant.stored.load(Ordering::Acquire))
     }
 }
 

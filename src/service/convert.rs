@@ -106,7 +106,8 @@ pub fn instant(as_of: Option<&Timestamp>, now: Seconds) -> Result<Seconds> {
     as_of.map_or(Ok(now), |as_of| seconds(as_of, "as_of"))
 }
 
-fn cents(value: i64, field: &str) -> Result<u64> {
+/// An amount in cents (or a count), from 0 to `MAX_CENTS`.
+pub(super) fn cents(value: i64, field: &str) -> Result<u64> {
     if !(0..=MAX_CENTS).contains(&value) {
         return Err(Error::invalid(
             field,
@@ -347,31 +348,8 @@ pub fn segment_input(segment: proto::Segment, segment_id: &str) -> Result<Segmen
         update_time: _,
         rule,
     } = segment;
-    if !inner_id.is_empty() && inner_id != segment_id {
-        return Err(Error::invalid(
-            "segment.segment_id",
-            format!(
-                "`{inner_id}` differs from the request's segment_id `{segment_id}`; leave it empty"
-            ),
-        ));
-    }
-    if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(Error::invalid(
-            "segment.title",
-            format!("longer than {MAX_TITLE_CHARS} characters"),
-        ));
-    }
-    let rule = match (rule_text.trim().is_empty(), rule) {
-        (false, Some(_)) => {
-            return Err(Error::invalid(
-                "segment",
-                "give rule_text or rule, not both",
-            ));
-        }
-        (false, None) => Some(parse_rule_text(&rule_text, "segment.rule_text")?),
-        (true, Some(rule)) => Some(rules::from_proto(rule, "segment.rule")?),
-        (true, None) => None,
-    };
+    check_segment_id_and_title(&inner_id, segment_id, &title)?;
+    let rule = segment_rule(&rule_text, rule)?;
     let included = id_list(included_customer_ids, "segment.included_customer_ids")?;
     let excluded = id_list(excluded_customer_ids, "segment.excluded_customer_ids")?;
     if rule.is_none() && included.is_empty() {
@@ -440,33 +418,9 @@ pub fn segment_changes(
         ));
     }
     let named = |field: &str| paths.is_empty() || paths.iter().any(|path| path == field);
-    if !segment.segment_id.is_empty() && segment.segment_id != segment_id {
-        return Err(Error::invalid(
-            "segment.segment_id",
-            format!(
-                "`{}` differs from the request's segment_id `{segment_id}`; leave it empty",
-                segment.segment_id
-            ),
-        ));
-    }
-    if segment.title.chars().count() > MAX_TITLE_CHARS {
-        return Err(Error::invalid(
-            "segment.title",
-            format!("longer than {MAX_TITLE_CHARS} characters"),
-        ));
-    }
+    check_segment_id_and_title(&segment.segment_id, segment_id, &segment.title)?;
     let rule = if named("rule_text") || named("rule") {
-        Some(match (segment.rule_text.trim().is_empty(), segment.rule) {
-            (false, Some(_)) => {
-                return Err(Error::invalid(
-                    "segment",
-                    "give rule_text or rule, not both",
-                ));
-            }
-            (false, None) => Some(parse_rule_text(&segment.rule_text, "segment.rule_text")?),
-            (true, Some(rule)) => Some(rules::from_proto(rule, "segment.rule")?),
-            (true, None) => None,
-        })
+        Some(segment_rule(&segment.rule_text, segment.rule)?)
     } else {
         None
     };
@@ -490,4 +444,38 @@ pub fn segment_changes(
             })
             .transpose()?,
     })
+}
+
+/// Refuses a `segment.segment_id` that differs from the request's, and an
+/// overlong title.
+fn check_segment_id_and_title(inner_id: &str, segment_id: &str, title: &str) -> Result<()> {
+    if !inner_id.is_empty() && inner_id != segment_id {
+        return Err(Error::invalid(
+            "segment.segment_id",
+            format!(
+                "`{inner_id}` differs from the request's segment_id `{segment_id}`; leave it empty"
+            ),
+        ));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(Error::invalid(
+            "segment.title",
+            format!("longer than {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A segment's rule from `rule_text` or `rule` (at most one); `None` for a
+/// segment of its include list only.
+fn segment_rule(rule_text: &str, rule: Option<proto::Rule>) -> Result<Option<rule::Rule>> {
+    match (rule_text.trim().is_empty(), rule) {
+        (false, Some(_)) => Err(Error::invalid(
+            "segment",
+            "give rule_text or rule, not both",
+        )),
+        (false, None) => parse_rule_text(rule_text, "segment.rule_text").map(Some),
+        (true, Some(rule)) => rules::from_proto(rule, "segment.rule").map(Some),
+        (true, None) => Ok(None),
+    }
 }

@@ -18,9 +18,6 @@ use crate::rule::{
     PresenceField, Rule, SetField, Window,
 };
 
-/// Most digits of an amount before the point, as in the text form.
-const MAX_NUMBER: i64 = rule::MAX_AMOUNT_CENTS as i64;
-
 /// Converts and normalises a structured rule; `field` names it in errors.
 pub fn from_proto(rule: proto::Rule, field: &str) -> Result<Rule> {
     let tree = convert(rule, field, 0)?;
@@ -147,7 +144,7 @@ fn predicate(predicate: proto::Predicate, field: &str) -> Result<Predicate> {
                 Ok(proto::NumberField::OrderCount) => NumberField::OrderCount,
                 _ => return Err(Error::invalid(format!("{field}.field"), "choose a field")),
             };
-            let value = bounded(number.value, &format!("{field}.value"))?;
+            let value = super::convert::cents(number.value, &format!("{field}.value"))?;
             let comparison = match proto::Comparison::try_from(number.comparison) {
                 Ok(proto::Comparison::Eq) => Comparison::Eq,
                 Ok(proto::Comparison::Ne) => Comparison::Ne,
@@ -156,7 +153,7 @@ fn predicate(predicate: proto::Predicate, field: &str) -> Result<Predicate> {
                 Ok(proto::Comparison::Gt) => Comparison::Gt,
                 Ok(proto::Comparison::Ge) => Comparison::Ge,
                 Ok(proto::Comparison::Between) => {
-                    let upper = bounded(number.upper, &format!("{field}.upper"))?;
+                    let upper = super::convert::cents(number.upper, &format!("{field}.upper"))?;
                     if upper < value {
                         return Err(Error::invalid(
                             format!("{field}.upper"),
@@ -264,16 +261,6 @@ pub fn set_value(field: SetField, value: &str, path: &str) -> Result<String> {
             .ok_or_else(|| Error::invalid(path, format!("unknown time zone `{value}`"))),
         SetField::KlaviyoList => super::convert::id(value, path),
     }
-}
-
-fn bounded(value: i64, field: &str) -> Result<u64> {
-    if !(0..=MAX_NUMBER).contains(&value) {
-        return Err(Error::invalid(
-            field,
-            format!("{value} is outside 0 ..= {MAX_NUMBER}"),
-        ));
-    }
-    Ok(value as u64)
 }
 
 fn window(window: proto::Window, field: &str) -> Result<Window> {
