@@ -150,6 +150,7 @@ async fn count(server: &TestServer, rule: &str, as_of: Option<&str>) -> u64 {
         tenant: "cdnow".into(),
         audience: Some(count_audience_request::Audience::RuleText(rule.into())),
         as_of: as_of.map(ts),
+        ..Default::default()
     };
     client
         .count_audience(request)

@@ -34,6 +34,7 @@ async fn counts(client: &mut SegmentServiceClient<tonic::transport::Channel>) ->
             tenant: "shop".into(),
             audience: Some(count_audience_request::Audience::RuleText(rule.into())),
             as_of: Some(ts(AS_OF)),
+            ..Default::default()
         };
         counts.push(
             client

@@ -143,6 +143,7 @@ async fn count(client: &mut SegmentServiceClient<Channel>, rule: &str) -> u64 {
         tenant: TENANT.into(),
         audience: Some(count_audience_request::Audience::RuleText(rule.into())),
         as_of: None,
+        ..Default::default()
     };
     match client.count_audience(request).await {
         Ok(response) => response.into_inner().count,

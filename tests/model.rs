@@ -969,6 +969,7 @@ fn counts_and_members_match_a_naive_model() {
                         rule_text.clone(),
                     )),
                     as_of,
+                    ..Default::default()
                 }));
                 let count = count
                     .map_err(|s| TestCaseError::fail(format!("{rule_text}: {s}")))?
@@ -1028,6 +1029,7 @@ fn counts_and_members_match_a_naive_model() {
                 seconds: instant,
                 nanos: 0,
             }),
+            ..Default::default()
         };
         let count = runtime.block_on(client.count_audience(request)).unwrap();
         assert_eq!(

@@ -102,6 +102,7 @@ impl Shop {
                 tenant: self.tenant.clone(),
                 audience: Some(count_audience),
                 as_of,
+                ..Default::default()
             };
             let counted = self
                 .client

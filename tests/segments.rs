@@ -82,6 +82,7 @@ async fn count(client: &mut Client, segment_id: &str) -> u64 {
             segment_id.into(),
         )),
         as_of: None,
+        ..Default::default()
     };
     client
         .count_audience(request)
@@ -137,6 +138,7 @@ async fn an_update_needs_the_current_version_and_changes_only_the_masked_fields(
         tenant: "shop".into(),
         audience: Some(count_audience_request::Audience::SegmentId("a".into())),
         as_of: None,
+        ..Default::default()
     };
     let counted = client.count_audience(request).await.unwrap().into_inner();
     assert_eq!((counted.count, counted.sendable_count), (3, 2));

@@ -43,6 +43,7 @@ async fn count(
         tenant: tenant.into(),
         audience: Some(count_audience_request::Audience::RuleText(rule.into())),
         as_of: None,
+        ..Default::default()
     };
     client
         .count_audience(request)
@@ -417,6 +418,7 @@ async fn saved_segments_count_and_resolve_by_id() {
         tenant: "shop".into(),
         audience: Some(count_audience_request::Audience::SegmentId("west".into())),
         as_of: None,
+        ..Default::default()
     };
     assert_eq!(
         client
@@ -492,6 +494,7 @@ async fn saved_segments_count_and_resolve_by_id() {
             page_size: 1,
             page_token,
             show_archived: false,
+            ..Default::default()
         };
         let page = client.list_segments(request).await.unwrap().into_inner();
         listed.extend(page.segments.into_iter().map(|s| s.segment_id));
@@ -574,6 +577,7 @@ async fn window_edges_inside_a_day_are_exact_to_the_second() {
         tenant: "shop".into(),
         audience: Some(count_audience_request::Audience::RuleText(rule.into())),
         as_of: Some(ts(as_of)),
+        ..Default::default()
     };
     let cases = [
         // (rule, as_of, customers counted by hand from the four orders above)
@@ -709,6 +713,7 @@ async fn an_oversized_structured_in_list_is_refused_by_name() {
         tenant: "shop".into(),
         audience: Some(count_audience_request::Audience::Rule(rule)),
         as_of: None,
+        ..Default::default()
     };
     let status = client.count_audience(request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

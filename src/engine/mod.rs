@@ -6,8 +6,11 @@
 //! to disk, and only then takes the index's write lock to apply the change,
 //! so a read never waits on a disk flush and never sees an unacknowledged write.
 
+pub mod audience;
+pub mod explain;
 pub mod lifecycle;
 pub mod segments;
+pub mod snapshots;
 pub mod tenants;
 pub mod types;
 pub mod write;
@@ -23,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::index::TenantIndex;
 use crate::index::eval::Evaluation;
 use crate::store::Store;
-use crate::store::keys::BitmapKey;
 use crate::store::records::TenantMeta;
 use crate::time::Seconds;
 use types::{Audience, AudiencePage, CustomerUpdate, NewEvent, WriteSummary};
@@ -212,20 +214,6 @@ impl Engine {
         Ok(self.members(tenant, audience, instant)?.len())
     }
 
-    /// The number of members of an audience, and of those opted in.
-    pub fn count_sendable(
-        &self,
-        tenant: &str,
-        audience: &Audience,
-        instant: Seconds,
-    ) -> Result<(u64, u64)> {
-        let tenant = self.tenant(tenant)?;
-        let index = read(&tenant.index);
-        let members = self.evaluate(&index, audience, instant)?;
-        let sendable = members.intersection_len(index.bitmap(&BitmapKey::OptedIn));
-        Ok((members.len(), sendable))
-    }
-
     /// A page of an audience's customer ids, in dense-id order, after the
     /// dense id `after` (from the previous page).
     pub fn page(
@@ -280,10 +268,26 @@ impl Engine {
         audience: &Audience,
         instant: Seconds,
     ) -> Result<RoaringBitmap> {
-        let evaluation = Evaluation::new(index, &self.store, instant);
+        self.evaluate_with(&Evaluation::new(index, &self.store, instant), audience)
+    }
+
+    /// The live members of an audience, within an evaluation that may be
+    /// shared by several audiences.
+    fn evaluate_with(&self, evaluation: &Evaluation, audience: &Audience) -> Result<RoaringBitmap> {
         match audience {
             Audience::Rule(rule) => evaluation.rule(rule),
             Audience::Segment(segment_id) => evaluation.segment(segment_id),
+            Audience::Snapshot(snapshot_id) => {
+                let index = evaluation.index;
+                if !index.snapshots.contains_key(snapshot_id) {
+                    return Err(Error::NotFound(format!(
+                        "snapshot `{snapshot_id}` not found"
+                    )));
+                }
+                let mut members = self.store.snapshot_members(&index.tenant, snapshot_id)?;
+                members &= index.live();
+                Ok(members)
+            }
         }
     }
 

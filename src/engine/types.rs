@@ -59,6 +59,7 @@ pub enum EventData {
 pub enum Audience {
     Rule(Rule),
     Segment(String),
+    Snapshot(String),
 }
 
 /// A new saved segment.
@@ -87,4 +88,73 @@ pub struct AudiencePage {
     pub total_count: u64,
     /// The dense id of the last customer returned, when more follow.
     pub resume_after: Option<u32>,
+}
+
+/// The count of one node of a rule, evaluated alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCount {
+    /// Child positions from the root.
+    pub path: Vec<usize>,
+    /// The node's canonical text.
+    pub rule_text: String,
+    pub count: u64,
+}
+
+/// The size of an audience, of its sendable part, and of its rule's nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudienceCounts {
+    pub count: u64,
+    pub sendable: u64,
+    /// Empty unless asked for, and for an audience with no rule.
+    pub nodes: Vec<NodeCount>,
+}
+
+/// The sizes of several audiences and of their intersections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overlap {
+    pub counts: Vec<u64>,
+    /// (first, second, size of the intersection), first < second.
+    pub pairs: Vec<(usize, usize, u64)>,
+    pub intersection: u64,
+    pub union: u64,
+}
+
+/// Who joins and who leaves going from one audience to another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudienceDiff {
+    pub before: u64,
+    pub after: u64,
+    pub joined: u64,
+    pub left: u64,
+    pub joined_sample: Vec<String>,
+    pub left_sample: Vec<String>,
+}
+
+/// What decided whether a customer is a member of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Rule,
+    Included,
+    Excluded,
+}
+
+/// Why one customer is in or out of one audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Empty for an inline rule.
+    pub segment_id: String,
+    pub member: bool,
+    pub decided_by: Decision,
+    pub rule_holds: bool,
+    pub clauses: Vec<Clause>,
+}
+
+/// One node of a rule, for one customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clause {
+    pub path: Vec<usize>,
+    pub rule_text: String,
+    pub holds: bool,
+    /// The fact behind a leaf's value; empty for AND, OR and NOT.
+    pub fact: String,
 }

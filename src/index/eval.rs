@@ -63,6 +63,61 @@ impl Evaluation<'_> {
         Ok(result)
     }
 
+    /// Visits every node of `rule`, root first and depth-first, with the
+    /// node's path (child positions from the root) and its live members,
+    /// each node evaluated as if it were the whole rule. Each node is
+    /// evaluated once: a parent combines its children's results.
+    pub fn each_node(
+        &self,
+        rule: &Rule,
+        visit: &mut dyn FnMut(&[usize], &Rule, &RoaringBitmap),
+    ) -> Result<()> {
+        let mut path = Vec::new();
+        let mut visits = Vec::new();
+        self.walk(rule, &mut path, &mut visits)?;
+        // `walk` records parents after their children; show them first.
+        visits.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, node, members) in &visits {
+            visit(path, node, members);
+        }
+        Ok(())
+    }
+
+    fn walk<'r>(
+        &self,
+        rule: &'r Rule,
+        path: &mut Vec<usize>,
+        visits: &mut Vec<(Vec<usize>, &'r Rule, RoaringBitmap)>,
+    ) -> Result<RoaringBitmap> {
+        let mut members = match rule {
+            Rule::And(children) | Rule::Or(children) => {
+                let mut combined: Option<RoaringBitmap> = None;
+                for (position, child) in children.iter().enumerate() {
+                    path.push(position);
+                    let part = self.walk(child, path, visits);
+                    path.pop();
+                    let part = part?;
+                    combined = Some(match (combined, rule) {
+                        (None, _) => part,
+                        (Some(so_far), Rule::And(_)) => so_far & part,
+                        (Some(so_far), _) => so_far | part,
+                    });
+                }
+                combined.unwrap_or_default()
+            }
+            Rule::Not(child) => {
+                path.push(0);
+                let inner = self.walk(child, path, visits);
+                path.pop();
+                self.index.live() - inner?
+            }
+            Rule::Predicate(predicate) => self.predicate(predicate, 0)?,
+        };
+        members &= self.index.live();
+        visits.push((path.clone(), rule, members.clone()));
+        Ok(members)
+    }
+
     /// A segment's members, each segment evaluated once per evaluation: a
     /// segment referred to many times (or through many paths) costs once.
     fn segment_members(&self, segment_id: &str, depth: usize) -> Result<RoaringBitmap> {

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::store::TenantSnapshot;
 use crate::store::keys::BitmapKey;
-use crate::store::records::{SegmentRecord, TenantMeta};
+use crate::store::records::{SegmentRecord, SnapshotRecord, TenantMeta};
 
 static EMPTY: LazyLock<RoaringBitmap> = LazyLock::new(RoaringBitmap::new);
 
@@ -42,6 +42,8 @@ pub struct TenantIndex {
     pub names: Vec<Option<Box<str>>>,
     pub bitmaps: HashMap<BitmapKey, RoaringBitmap>,
     pub segments: BTreeMap<String, SavedSegment>,
+    /// Snapshots, without their members (read from storage when used).
+    pub snapshots: BTreeMap<String, SnapshotRecord>,
 }
 
 impl TenantIndex {
@@ -56,6 +58,7 @@ impl TenantIndex {
             names: Vec::new(),
             bitmaps: HashMap::new(),
             segments: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
         })
     }
 
@@ -89,6 +92,11 @@ impl TenantIndex {
                 .segments
                 .insert(record.segment_id.clone(), SavedSegment { record, rule });
         }
+        index.snapshots = snapshot
+            .snapshots
+            .into_iter()
+            .map(|record| (record.snapshot_id.clone(), record))
+            .collect();
         Ok(index)
     }
 

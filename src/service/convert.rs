@@ -277,16 +277,41 @@ pub fn event(event: proto::Event, path: &str) -> Result<NewEvent> {
     })
 }
 
-/// The audience of a count or resolve request, whichever request it came in.
+/// The audience of a request, whichever request it came in.
 pub enum AudienceField {
     RuleText(String),
     Rule(proto::Rule),
     SegmentId(String),
+    SnapshotId(String),
 }
 
-impl From<proto::count_audience_request::Audience> for AudienceField {
-    fn from(audience: proto::count_audience_request::Audience) -> Self {
-        use proto::count_audience_request::Audience;
+/// Each request's `audience` oneof has the same four (or three) cases.
+macro_rules! audience_field_from {
+    ($($oneof:path),* $(,)?) => {$(
+        impl From<$oneof> for AudienceField {
+            fn from(audience: $oneof) -> Self {
+                use $oneof as Audience;
+                match audience {
+                    Audience::RuleText(text) => AudienceField::RuleText(text),
+                    Audience::Rule(rule) => AudienceField::Rule(rule),
+                    Audience::SegmentId(id) => AudienceField::SegmentId(id),
+                    Audience::SnapshotId(id) => AudienceField::SnapshotId(id),
+                }
+            }
+        }
+    )*};
+}
+
+audience_field_from!(
+    proto::count_audience_request::Audience,
+    proto::resolve_segment_request::Audience,
+    proto::export_audience_request::Audience,
+    proto::audience_spec::Audience,
+);
+
+impl From<proto::create_snapshot_request::Audience> for AudienceField {
+    fn from(audience: proto::create_snapshot_request::Audience) -> Self {
+        use proto::create_snapshot_request::Audience;
         match audience {
             Audience::RuleText(text) => AudienceField::RuleText(text),
             Audience::Rule(rule) => AudienceField::Rule(rule),
@@ -295,32 +320,35 @@ impl From<proto::count_audience_request::Audience> for AudienceField {
     }
 }
 
-impl From<proto::resolve_segment_request::Audience> for AudienceField {
-    fn from(audience: proto::resolve_segment_request::Audience) -> Self {
-        use proto::resolve_segment_request::Audience;
-        match audience {
-            Audience::RuleText(text) => AudienceField::RuleText(text),
-            Audience::Rule(rule) => AudienceField::Rule(rule),
-            Audience::SegmentId(id) => AudienceField::SegmentId(id),
-        }
-    }
-}
-
-/// Parses or converts an audience.
-pub fn audience(field: Option<AudienceField>) -> Result<Audience> {
+/// Parses or converts an audience; `prefix` names the field that holds it
+/// (`before.` in `DiffAudiences`, empty for a request's own fields).
+pub fn audience_at(field: Option<AudienceField>, prefix: &str) -> Result<Audience> {
+    let at = |name: &str| format!("{prefix}{name}");
     match field {
         None => Err(Error::invalid(
-            "audience",
-            "give one of rule_text, rule or segment_id",
+            if prefix.is_empty() {
+                "audience".to_owned()
+            } else {
+                prefix.trim_end_matches('.').to_owned()
+            },
+            "give one of rule_text, rule, segment_id or snapshot_id",
         )),
         Some(AudienceField::RuleText(text)) => {
-            parse_rule_text(&text, "rule_text").map(Audience::Rule)
+            parse_rule_text(&text, &at("rule_text")).map(Audience::Rule)
         }
-        Some(AudienceField::Rule(rule)) => rules::from_proto(rule, "rule").map(Audience::Rule),
+        Some(AudienceField::Rule(rule)) => rules::from_proto(rule, &at("rule")).map(Audience::Rule),
         Some(AudienceField::SegmentId(segment_id)) => {
-            id(&segment_id, "segment_id").map(Audience::Segment)
+            id(&segment_id, &at("segment_id")).map(Audience::Segment)
+        }
+        Some(AudienceField::SnapshotId(snapshot_id)) => {
+            id(&snapshot_id, &at("snapshot_id")).map(Audience::Snapshot)
         }
     }
+}
+
+/// Parses or converts the audience of a request.
+pub fn audience(field: Option<AudienceField>) -> Result<Audience> {
+    audience_at(field, "")
 }
 
 /// Parses a rule text, with limits.
@@ -347,6 +375,8 @@ pub fn segment_input(segment: proto::Segment, segment_id: &str) -> Result<Segmen
         create_time: _,
         update_time: _,
         rule,
+        member_count: _,
+        sendable_count: _,
     } = segment;
     check_segment_id_and_title(&inner_id, segment_id, &title)?;
     let rule = segment_rule(&rule_text, rule)?;
@@ -387,7 +417,35 @@ pub fn segment_to_proto(record: SegmentRecord) -> proto::Segment {
         create_time: Some(micros_to_timestamp(record.create_time_micros)),
         update_time: Some(micros_to_timestamp(record.update_time_micros)),
         rule,
+        member_count: None,
+        sendable_count: None,
     }
+}
+
+/// A snapshot as the API shows it.
+pub fn snapshot_to_proto(info: crate::engine::snapshots::SnapshotInfo) -> proto::Snapshot {
+    let record = info.record;
+    proto::Snapshot {
+        snapshot_id: record.snapshot_id,
+        title: record.title,
+        rule_text: record.rule_text,
+        segment_id: record.segment_id,
+        as_of: Some(Timestamp {
+            seconds: record.as_of,
+            nanos: 0,
+        }),
+        create_time: Some(micros_to_timestamp(record.create_time_micros)),
+        taken_count: record.taken_count,
+        count: info.count,
+    }
+}
+
+/// A rule node's path as the API writes it: child positions joined by dots.
+pub fn node_path(path: &[usize]) -> String {
+    path.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn micros_to_timestamp(micros: i64) -> Timestamp {

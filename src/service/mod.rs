@@ -1,6 +1,7 @@
 //! The gRPC face of the engine: each handler validates its request,
 //! converts it, runs the engine on a blocking thread, and converts back.
 
+pub mod audiences;
 pub mod convert;
 pub mod rules;
 pub mod status;
@@ -138,6 +139,7 @@ fn audience_key(tenant: &str, audience: &Audience) -> u64 {
     match audience {
         Audience::Rule(rule) => token::fingerprint(&[tenant, "rule", &rule.to_string()]),
         Audience::Segment(segment_id) => token::fingerprint(&[tenant, "segment", segment_id]),
+        Audience::Snapshot(snapshot_id) => token::fingerprint(&[tenant, "snapshot", snapshot_id]),
     }
 }
 
@@ -315,6 +317,7 @@ impl SegmentService for Segments {
             page_size,
             page_token,
             show_archived,
+            show_counts,
         } = request.into_inner();
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
@@ -334,17 +337,34 @@ impl SegmentService for Segments {
         };
 
         let name = tenant_name.clone();
-        let (records, more) = self
+        let (records, counts, more) = self
             .call(RPC, &tenant_name, move |engine| {
-                engine.list_segments(&name, after.as_deref(), page_size, show_archived)
+                let (records, more) =
+                    engine.list_segments(&name, after.as_deref(), page_size, show_archived)?;
+                let counts = if show_counts {
+                    let ids: Vec<String> = records
+                        .iter()
+                        .map(|record| record.segment_id.clone())
+                        .collect();
+                    engine.segment_counts(&name, &ids, now())?
+                } else {
+                    Vec::new()
+                };
+                Ok((records, counts, more))
             })
             .await?;
         let next_page_token = match (more, records.last()) {
             (true, Some(last)) => token::encode_listing(key, &last.segment_id),
             _ => String::new(),
         };
+        let mut segments: Vec<proto::Segment> =
+            records.into_iter().map(convert::segment_to_proto).collect();
+        for (segment, (count, sendable)) in segments.iter_mut().zip(counts) {
+            segment.member_count = Some(count);
+            segment.sendable_count = Some(sendable);
+        }
         Ok(Response::new(proto::ListSegmentsResponse {
-            segments: records.into_iter().map(convert::segment_to_proto).collect(),
+            segments,
             next_page_token,
         }))
     }
@@ -358,6 +378,7 @@ impl SegmentService for Segments {
             tenant,
             audience,
             as_of,
+            node_counts,
         } = request.into_inner();
         let audience = audience.map(AudienceField::from);
         let checked = (|| {
@@ -373,18 +394,28 @@ impl SegmentService for Segments {
 
         let rule_text = match &audience {
             Audience::Rule(rule) => rule.to_string(),
-            Audience::Segment(_) => String::new(),
+            Audience::Segment(_) | Audience::Snapshot(_) => String::new(),
         };
         let name = tenant_name.clone();
-        let (count, sendable_count) = self
+        let counts = self
             .call(RPC, &tenant_name, move |engine| {
-                engine.count_sendable(&name, &audience, instant)
+                engine.count_audience(&name, &audience, instant, node_counts)
             })
             .await?;
         Ok(Response::new(proto::CountAudienceResponse {
-            count,
+            count: counts.count,
             rule_text,
-            sendable_count,
+            sendable_count: counts.sendable,
+            node_counts: counts
+                .nodes
+                .into_iter()
+                .map(|node| proto::NodeCount {
+                    depth: node.path.len() as u32,
+                    path: convert::node_path(&node.path),
+                    rule_text: node.rule_text,
+                    count: node.count,
+                })
+                .collect(),
         }))
     }
 
@@ -554,6 +585,87 @@ impl SegmentService for Segments {
         Ok(Response::new(proto::UnarchiveSegmentResponse {
             segment: Some(convert::segment_to_proto(record)),
         }))
+    }
+
+    type ExportAudienceStream = audiences::ExportStream;
+
+    async fn export_audience(
+        &self,
+        request: Request<proto::ExportAudienceRequest>,
+    ) -> Result<Response<Self::ExportAudienceStream>, Status> {
+        self.export(request.into_inner()).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<proto::CreateSnapshotRequest>,
+    ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
+        Segments::create_snapshot(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<proto::GetSnapshotRequest>,
+    ) -> Result<Response<proto::GetSnapshotResponse>, Status> {
+        Segments::get_snapshot(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<proto::ListSnapshotsRequest>,
+    ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
+        Segments::list_snapshots(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<proto::DeleteSnapshotRequest>,
+    ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
+        Segments::delete_snapshot(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn explain_membership(
+        &self,
+        request: Request<proto::ExplainMembershipRequest>,
+    ) -> Result<Response<proto::ExplainMembershipResponse>, Status> {
+        Segments::explain_membership(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_customer_segments(
+        &self,
+        request: Request<proto::ListCustomerSegmentsRequest>,
+    ) -> Result<Response<proto::ListCustomerSegmentsResponse>, Status> {
+        Segments::list_customer_segments(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn count_overlap(
+        &self,
+        request: Request<proto::CountOverlapRequest>,
+    ) -> Result<Response<proto::CountOverlapResponse>, Status> {
+        Segments::count_overlap(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn diff_audiences(
+        &self,
+        request: Request<proto::DiffAudiencesRequest>,
+    ) -> Result<Response<proto::DiffAudiencesResponse>, Status> {
+        Segments::diff_audiences(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

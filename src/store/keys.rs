@@ -13,6 +13,8 @@
 //! | `T` | event kind, time, dense id | (empty): time index of events |
 //! | `B` | bitmap key, chunk | one 2^16-id chunk of a bitmap, roaring format |
 //! | `S` | segment id | segment record, JSON |
+//! | `P` | snapshot id | snapshot record, JSON |
+//! | `Q` | snapshot id | the snapshot's members (dense ids), roaring format |
 //!
 //! Bitmaps are stored a chunk (the ids sharing their high 16 bits) per key,
 //! so a write rewrites only the chunks it touches, never a whole bitmap.
@@ -33,6 +35,8 @@ pub const TAG_EVENT_ID: u8 = b'E';
 pub const TAG_EVENT_TIME: u8 = b'T';
 pub const TAG_BITMAP: u8 = b'B';
 pub const TAG_SEGMENT: u8 = b'S';
+pub const TAG_SNAPSHOT: u8 = b'P';
+pub const TAG_SNAPSHOT_MEMBERS: u8 = b'Q';
 
 /// The prefix of one tenant's rows of one table.
 pub fn tenant_prefix(tag: u8, tenant: &str) -> Vec<u8> {
@@ -81,6 +85,18 @@ pub fn event_id_key(tenant: &str, event_id: &str) -> Vec<u8> {
 pub fn segment_key(tenant: &str, segment_id: &str) -> Vec<u8> {
     let mut key = tenant_prefix(TAG_SEGMENT, tenant);
     key.extend_from_slice(segment_id.as_bytes());
+    key
+}
+
+pub fn snapshot_key(tenant: &str, snapshot_id: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_SNAPSHOT, tenant);
+    key.extend_from_slice(snapshot_id.as_bytes());
+    key
+}
+
+pub fn snapshot_members_key(tenant: &str, snapshot_id: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_SNAPSHOT_MEMBERS, tenant);
+    key.extend_from_slice(snapshot_id.as_bytes());
     key
 }
 

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::rule::EventKind;
 use crate::time::TimeRange;
 use keys::{BitmapKey, FORMAT_KEY, FORMAT_VERSION};
-use records::{CustomerRecord, SegmentRecord, TenantMeta};
+use records::{CustomerRecord, SegmentRecord, SnapshotRecord, TenantMeta};
 
 /// One atomic change: every insert and removal in it is applied, or none.
 #[derive(Default)]
@@ -59,6 +59,7 @@ pub struct TenantSnapshot {
     pub customers: Vec<(String, u32)>,
     pub bitmaps: Vec<(BitmapKey, RoaringBitmap)>,
     pub segments: Vec<SegmentRecord>,
+    pub snapshots: Vec<SnapshotRecord>,
 }
 
 impl Store {
@@ -225,12 +226,22 @@ impl Store {
             segments.push(decode_json(&value, "segment")?);
         }
 
+        let mut snapshots = Vec::new();
+        for row in self
+            .db
+            .scan_prefix(keys::tenant_prefix(keys::TAG_SNAPSHOT, tenant))
+        {
+            let (_, value) = row?;
+            snapshots.push(decode_json(&value, "snapshot")?);
+        }
+
         Ok(TenantSnapshot {
             tenant: tenant.to_owned(),
             meta,
             customers,
             bitmaps,
             segments,
+            snapshots,
         })
     }
 
@@ -240,6 +251,23 @@ impl Store {
             Some(value) => Ok(Some(decode_json(&value, "customer")?)),
             None => Ok(None),
         }
+    }
+
+    /// The members of a snapshot as taken (dense ids, deleted ones included).
+    pub fn snapshot_members(&self, tenant: &str, snapshot_id: &str) -> Result<RoaringBitmap> {
+        let value = self
+            .db
+            .get(keys::snapshot_members_key(tenant, snapshot_id))?
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "tenant `{tenant}`: snapshot `{snapshot_id}` has no members row"
+                ))
+            })?;
+        RoaringBitmap::deserialize_from(value.as_ref()).map_err(|error| {
+            Error::Corrupt(format!(
+                "tenant `{tenant}`: snapshot `{snapshot_id}` members: {error}"
+            ))
+        })
     }
 
     /// Whether an event id was applied before.

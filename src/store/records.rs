@@ -118,3 +118,23 @@ pub struct SegmentRecord {
     pub create_time_micros: i64,
     pub update_time_micros: i64,
 }
+
+/// An audience frozen for later use; its members are stored beside it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub snapshot_id: String,
+    #[serde(default)]
+    pub title: String,
+    /// Canonical text of the rule frozen; empty when a segment was.
+    #[serde(default)]
+    pub rule_text: String,
+    /// The segment frozen; empty when a rule was.
+    #[serde(default)]
+    pub segment_id: String,
+    /// The evaluation instant.
+    pub as_of: Seconds,
+    /// Microseconds since the epoch.
+    pub create_time_micros: i64,
+    /// Members when taken.
+    pub taken_count: u64,
+}

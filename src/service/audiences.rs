@@ -1,0 +1,447 @@
+//! Handlers of the audience RPCs beyond counting and paging: exports,
+//! snapshots, membership explanations, overlap and differences.
+
+use std::time::Instant;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Response, Status};
+
+use super::convert::{self, AudienceField};
+use super::{
+    DEFAULT_SEGMENT_PAGE_SIZE, MAX_SEGMENT_PAGE_SIZE, Segments, log_call, now, now_micros,
+    page_size_of, refuse, token,
+};
+use crate::engine::audience::MAX_OVERLAP_AUDIENCES;
+use crate::engine::explain::MAX_EXPLAINED_SEGMENTS;
+use crate::engine::snapshots::SnapshotInput;
+use crate::engine::types::{Audience, Decision};
+use crate::error::{Error, Result};
+use crate::proto;
+
+/// Export messages buffered ahead of a slow reader.
+const EXPORT_BUFFER: usize = 4;
+/// Sample size of `DiffAudiences` when the caller gives none.
+const DEFAULT_SAMPLE: usize = 10;
+/// Largest sample of `DiffAudiences`.
+const MAX_SAMPLE: usize = 1_000;
+
+pub type ExportStream = ReceiverStream<Result<proto::ExportAudienceResponse, Status>>;
+
+impl Segments {
+    pub(super) async fn export(
+        &self,
+        request: proto::ExportAudienceRequest,
+    ) -> Result<Response<ExportStream>, Status> {
+        const RPC: &str = "ExportAudience";
+        let proto::ExportAudienceRequest {
+            tenant,
+            audience,
+            as_of,
+        } = request;
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let audience = convert::audience(audience.map(AudienceField::from))?;
+            let instant = convert::instant(as_of.as_ref(), now())?;
+            Ok((tenant, audience, instant))
+        })();
+        let (tenant_name, audience, instant) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+
+        // The tenant and audience are checked before the stream starts, so
+        // that NOT_FOUND and friends arrive as the call's status.
+        let name = tenant_name.clone();
+        let check = audience.clone();
+        self.call(RPC, &tenant_name, move |engine| {
+            engine.count(&name, &check, instant).map(drop)
+        })
+        .await?;
+
+        let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let outcome = engine.export(&tenant_name, &audience, instant, |customer_ids, total| {
+                sent += customer_ids.len() as u64;
+                let message = proto::ExportAudienceResponse {
+                    customer_ids,
+                    total_count: total,
+                };
+                // An error means the caller went away: stop reading.
+                sender.blocking_send(Ok(message)).is_ok()
+            });
+            let status = outcome.err().map(Status::from);
+            tracing::debug!(rpc = RPC, tenant = tenant_name, sent, "export streamed");
+            log_call(RPC, &tenant_name, started, status.as_ref());
+            if let Some(status) = status {
+                let _ = sender.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    pub(super) async fn create_snapshot(
+        &self,
+        request: proto::CreateSnapshotRequest,
+    ) -> Result<proto::CreateSnapshotResponse, Status> {
+        const RPC: &str = "CreateSnapshot";
+        let proto::CreateSnapshotRequest {
+            tenant,
+            snapshot_id,
+            audience,
+            as_of,
+            title,
+        } = request;
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let snapshot_id = (!snapshot_id.is_empty())
+                .then(|| convert::id(&snapshot_id, "snapshot_id"))
+                .transpose()?;
+            let audience = convert::audience(audience.map(AudienceField::from))?;
+            let as_of = convert::instant(as_of.as_ref(), now())?;
+            if title.chars().count() > convert::MAX_TITLE_CHARS {
+                return Err(Error::invalid(
+                    "title",
+                    format!("longer than {} characters", convert::MAX_TITLE_CHARS),
+                ));
+            }
+            Ok((
+                tenant,
+                SnapshotInput {
+                    snapshot_id,
+                    title,
+                    audience,
+                    as_of,
+                },
+            ))
+        })();
+        let (tenant_name, input) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let info = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.create_snapshot(&name, input, now_micros())
+            })
+            .await?;
+        Ok(proto::CreateSnapshotResponse {
+            snapshot: Some(convert::snapshot_to_proto(info)),
+        })
+    }
+
+    pub(super) async fn get_snapshot(
+        &self,
+        request: proto::GetSnapshotRequest,
+    ) -> Result<proto::GetSnapshotResponse, Status> {
+        const RPC: &str = "GetSnapshot";
+        let proto::GetSnapshotRequest {
+            tenant,
+            snapshot_id,
+        } = request;
+        let (tenant_name, snapshot_id) = match tenant_and_id(&tenant, &snapshot_id, "snapshot_id") {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let info = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.get_snapshot(&name, &snapshot_id)
+            })
+            .await?;
+        Ok(proto::GetSnapshotResponse {
+            snapshot: Some(convert::snapshot_to_proto(info)),
+        })
+    }
+
+    pub(super) async fn list_snapshots(
+        &self,
+        request: proto::ListSnapshotsRequest,
+    ) -> Result<proto::ListSnapshotsResponse, Status> {
+        const RPC: &str = "ListSnapshots";
+        let proto::ListSnapshotsRequest {
+            tenant,
+            page_size,
+            page_token,
+        } = request;
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let page_size =
+                page_size_of(page_size, DEFAULT_SEGMENT_PAGE_SIZE, MAX_SEGMENT_PAGE_SIZE)?;
+            let key = token::fingerprint(&[&tenant, "snapshots"]);
+            let after = token::decode_listing(&page_token, key)?;
+            Ok((tenant, page_size, key, after))
+        })();
+        let (tenant_name, page_size, key, after) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let (infos, more) = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.list_snapshots(&name, after.as_deref(), page_size)
+            })
+            .await?;
+        let next_page_token = match (more, infos.last()) {
+            (true, Some(last)) => token::encode_listing(key, &last.record.snapshot_id),
+            _ => String::new(),
+        };
+        Ok(proto::ListSnapshotsResponse {
+            snapshots: infos.into_iter().map(convert::snapshot_to_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    pub(super) async fn delete_snapshot(
+        &self,
+        request: proto::DeleteSnapshotRequest,
+    ) -> Result<proto::DeleteSnapshotResponse, Status> {
+        const RPC: &str = "DeleteSnapshot";
+        let proto::DeleteSnapshotRequest {
+            tenant,
+            snapshot_id,
+        } = request;
+        let (tenant_name, snapshot_id) = match tenant_and_id(&tenant, &snapshot_id, "snapshot_id") {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        self.call(RPC, &tenant_name, move |engine| {
+            engine.delete_snapshot(&name, &snapshot_id)
+        })
+        .await?;
+        Ok(proto::DeleteSnapshotResponse {})
+    }
+
+    pub(super) async fn explain_membership(
+        &self,
+        request: proto::ExplainMembershipRequest,
+    ) -> Result<proto::ExplainMembershipResponse, Status> {
+        const RPC: &str = "ExplainMembership";
+        let proto::ExplainMembershipRequest {
+            tenant,
+            customer_id,
+            segment_ids,
+            rule_text,
+            as_of,
+        } = request;
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let customer_id = convert::id(&customer_id, "customer_id")?;
+            if segment_ids.len() > MAX_EXPLAINED_SEGMENTS {
+                return Err(Error::invalid(
+                    "segment_ids",
+                    format!(
+                        "{} segments, more than the {MAX_EXPLAINED_SEGMENTS} one call explains",
+                        segment_ids.len()
+                    ),
+                ));
+            }
+            let segment_ids = segment_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| convert::id(id, &format!("segment_ids[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            let rule = (!rule_text.trim().is_empty())
+                .then(|| convert::parse_rule_text(&rule_text, "rule_text"))
+                .transpose()?;
+            if segment_ids.is_empty() && rule.is_none() {
+                return Err(Error::invalid(
+                    "segment_ids",
+                    "give at least one segment id, or a rule_text",
+                ));
+            }
+            let instant = convert::instant(as_of.as_ref(), now())?;
+            Ok((tenant, customer_id, segment_ids, rule, instant))
+        })();
+        let (tenant_name, customer_id, segment_ids, rule, instant) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let customer = customer_id.clone();
+        let memberships = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.explain(&name, &customer, &segment_ids, rule.as_ref(), instant)
+            })
+            .await?;
+        Ok(proto::ExplainMembershipResponse {
+            customer_id,
+            memberships: memberships
+                .into_iter()
+                .map(|membership| proto::Membership {
+                    segment_id: membership.segment_id,
+                    member: membership.member,
+                    decided_by: match membership.decided_by {
+                        Decision::Rule => proto::membership::Decision::Rule,
+                        Decision::Included => proto::membership::Decision::Included,
+                        Decision::Excluded => proto::membership::Decision::Excluded,
+                    } as i32,
+                    rule_holds: membership.rule_holds,
+                    clauses: membership
+                        .clauses
+                        .into_iter()
+                        .map(|clause| proto::ClauseExplanation {
+                            depth: clause.path.len() as u32,
+                            path: convert::node_path(&clause.path),
+                            rule_text: clause.rule_text,
+                            holds: clause.holds,
+                            fact: clause.fact,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    pub(super) async fn list_customer_segments(
+        &self,
+        request: proto::ListCustomerSegmentsRequest,
+    ) -> Result<proto::ListCustomerSegmentsResponse, Status> {
+        const RPC: &str = "ListCustomerSegments";
+        let proto::ListCustomerSegmentsRequest {
+            tenant,
+            customer_id,
+            as_of,
+            show_archived,
+        } = request;
+        let checked = (|| {
+            let (tenant, customer_id) = tenant_and_id(&tenant, &customer_id, "customer_id")?;
+            let instant = convert::instant(as_of.as_ref(), now())?;
+            Ok((tenant, customer_id, instant))
+        })();
+        let (tenant_name, customer_id, instant) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let segment_ids = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.customer_segments(&name, &customer_id, instant, show_archived)
+            })
+            .await?;
+        Ok(proto::ListCustomerSegmentsResponse { segment_ids })
+    }
+
+    pub(super) async fn count_overlap(
+        &self,
+        request: proto::CountOverlapRequest,
+    ) -> Result<proto::CountOverlapResponse, Status> {
+        const RPC: &str = "CountOverlap";
+        let proto::CountOverlapRequest {
+            tenant,
+            audiences,
+            as_of,
+        } = request;
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            if !(2..=MAX_OVERLAP_AUDIENCES).contains(&audiences.len()) {
+                return Err(Error::invalid(
+                    "audiences",
+                    format!(
+                        "{} audiences; give 2 to {MAX_OVERLAP_AUDIENCES}",
+                        audiences.len()
+                    ),
+                ));
+            }
+            let audiences = audiences
+                .into_iter()
+                .enumerate()
+                .map(|(i, spec)| {
+                    convert::audience_at(
+                        spec.audience.map(AudienceField::from),
+                        &format!("audiences[{i}]."),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let instant = convert::instant(as_of.as_ref(), now())?;
+            Ok((tenant, audiences, instant))
+        })();
+        let (tenant_name, audiences, instant) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let overlap = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.overlap(&name, &audiences, instant)
+            })
+            .await?;
+        Ok(proto::CountOverlapResponse {
+            counts: overlap.counts,
+            pairs: overlap
+                .pairs
+                .into_iter()
+                .map(|(first, second, count)| proto::PairOverlap {
+                    first: first as u32,
+                    second: second as u32,
+                    count,
+                })
+                .collect(),
+            intersection_count: overlap.intersection,
+            union_count: overlap.union,
+        })
+    }
+
+    pub(super) async fn diff_audiences(
+        &self,
+        request: proto::DiffAudiencesRequest,
+    ) -> Result<proto::DiffAudiencesResponse, Status> {
+        const RPC: &str = "DiffAudiences";
+        let proto::DiffAudiencesRequest {
+            tenant,
+            before,
+            after,
+            as_of,
+            sample_size,
+        } = request;
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            let side = |spec: Option<proto::AudienceSpec>, name: &str| -> Result<Audience> {
+                convert::audience_at(
+                    spec.and_then(|spec| spec.audience).map(AudienceField::from),
+                    &format!("{name}."),
+                )
+            };
+            let before = side(before, "before")?;
+            let after = side(after, "after")?;
+            let sample = match sample_size as usize {
+                0 => DEFAULT_SAMPLE,
+                size if size > MAX_SAMPLE => {
+                    return Err(Error::invalid(
+                        "sample_size",
+                        format!("{size} is more than the largest sample, {MAX_SAMPLE}"),
+                    ));
+                }
+                size => size,
+            };
+            let instant = convert::instant(as_of.as_ref(), now())?;
+            Ok((tenant, before, after, sample, instant))
+        })();
+        let (tenant_name, before, after, sample, instant) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let diff = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.diff(&name, &before, &after, instant, sample)
+            })
+            .await?;
+        Ok(proto::DiffAudiencesResponse {
+            before_count: diff.before,
+            after_count: diff.after,
+            joined_count: diff.joined,
+            left_count: diff.left,
+            joined_sample: diff.joined_sample,
+            left_sample: diff.left_sample,
+        })
+    }
+}
+
+/// A tenant name and one id, checked.
+fn tenant_and_id(tenant: &str, id: &str, field: &str) -> Result<(String, String)> {
+    Ok((convert::tenant(tenant)?, convert::id(id, field)?))
+}
