@@ -17,9 +17,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use segmentd::proto::segment_service_client::SegmentServiceClient;
 use segmentd::proto::{
-    CountAudienceRequest, Customer, DeleteCustomersRequest, Event, RecordEventsRequest,
-    ResolveSegmentRequest, UpdateTenantRequest, UpsertCustomersRequest, count_audience_request,
-    event, resolve_segment_request,
+    CountAudienceRequest, Customer, DeleteCustomersRequest, Event, ExplainMembershipRequest,
+    RecordEventsRequest, ResolveSegmentRequest, UpdateTenantRequest, UpsertCustomersRequest,
+    count_audience_request, event, resolve_segment_request,
 };
 use tonic::transport::Channel;
 
@@ -180,6 +180,23 @@ enum Rule {
     And(Vec<Rule>),
     Or(Vec<Rule>),
     Not(Box<Rule>),
+}
+
+impl Rule {
+    /// The rule and every rule inside it, root first.
+    fn subrules(&self) -> Vec<&Rule> {
+        let mut out = vec![self];
+        match self {
+            Rule::And(rules) | Rule::Or(rules) => {
+                for rule in rules {
+                    out.extend(rule.subrules());
+                }
+            }
+            Rule::Not(rule) => out.extend(rule.subrules()),
+            _ => {}
+        }
+        out
+    }
 }
 
 /// A customer as the model keeps it. Times are absolute seconds; `seq` is
@@ -375,6 +392,17 @@ impl Model {
             .filter(|(id, person)| calendar.holds(rule, **id, person))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Whether `rule` holds for one customer.
+    fn holds_for(&self, rule: &Rule, id: u8, instant: i64, now: i64) -> bool {
+        let calendar = Calendar {
+            zone: self.zone,
+            base_date: self.base_date,
+            instant,
+            now,
+        };
+        calendar.holds(rule, id, &self.people[&id])
     }
 }
 
@@ -911,6 +939,9 @@ fn counts_and_members_match_a_naive_model() {
     // Every (tenant, rule, instant, expected count) checked, to check again
     // after a restart: what was written must read back the same.
     let checked = std::sync::Mutex::new(Vec::<(String, String, i64, u64)>::new());
+    // Nodes and explanation clauses compared with a model sub-rule.
+    let matched_nodes = std::sync::atomic::AtomicU64::new(0);
+    let matched_clauses = std::sync::atomic::AtomicU64::new(0);
 
     let cases = std::env::var("SEGMENTD_MODEL_CASES")
         .ok()
@@ -1009,10 +1040,100 @@ fn counts_and_members_match_a_naive_model() {
                     model.zone
                 );
             }
+            // The first rule's nodes and explanations, against the model's
+            // own sub-rules, matched by their canonical text.
+            let (rule, instant) = &rules[0];
+            let instant = base + instant;
+            let as_of = Some(prost_types::Timestamp {
+                seconds: instant,
+                nanos: 0,
+            });
+            let count_of = |text: String, node_counts: bool| {
+                let mut client = client.clone();
+                runtime
+                    .block_on(client.count_audience(CountAudienceRequest {
+                        tenant: tenant.clone(),
+                        audience: Some(count_audience_request::Audience::RuleText(text.clone())),
+                        as_of,
+                        node_counts,
+                    }))
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| TestCaseError::fail(format!("{text}: {s}")))
+            };
+            let mut canonical: BTreeMap<String, &Rule> = BTreeMap::new();
+            for subrule in rule.subrules() {
+                let response = count_of(text(subrule, base_date), false)?;
+                canonical.insert(response.rule_text, subrule);
+            }
+            let whole = count_of(text(rule, base_date), true)?;
+            prop_assert_eq!(whole.node_counts.first().map(|n| n.path.as_str()), Some(""));
+            for node in &whole.node_counts {
+                if let Some(subrule) = canonical.get(&node.rule_text) {
+                    let expected = model.members(subrule, instant, now).len() as u64;
+                    prop_assert_eq!(node.count, expected, "node `{}`", node.rule_text);
+                    if !node.path.is_empty() {
+                        matched_nodes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            for &id in model.people.keys().take(3) {
+                let response =
+                    runtime.block_on(client.explain_membership(ExplainMembershipRequest {
+                        tenant: tenant.clone(),
+                        customer_id: format!("c{id}"),
+                        rule_text: text(rule, base_date),
+                        as_of,
+                        ..Default::default()
+                    }));
+                let response = response
+                    .map_err(|s| TestCaseError::fail(format!("explain c{id}: {s}")))?
+                    .into_inner();
+                let membership = &response.memberships[0];
+                prop_assert_eq!(
+                    membership.member,
+                    model.holds_for(rule, id, instant, now),
+                    "c{} in `{}`",
+                    id,
+                    whole.rule_text
+                );
+                for clause in &membership.clauses {
+                    // A leaf is a clause no other clause lies under.
+                    let prefix = format!("{}.", clause.path);
+                    let leaf = !membership.clauses.iter().any(|other| {
+                        other.path != clause.path
+                            && (clause.path.is_empty() || other.path.starts_with(&prefix))
+                    });
+                    prop_assert_eq!(
+                        leaf,
+                        !clause.fact.is_empty(),
+                        "fact of `{}`",
+                        clause.rule_text
+                    );
+                    if let Some(subrule) = canonical.get(&clause.rule_text) {
+                        prop_assert_eq!(
+                            clause.holds,
+                            model.holds_for(subrule, id, instant, now),
+                            "c{} and `{}` ({})",
+                            id,
+                            clause.rule_text,
+                            clause.fact
+                        );
+                        matched_clauses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
             Ok(())
         })
         .unwrap();
     runtime.block_on(server.stop());
+    // Most nodes keep their text through normalisation; were few matched,
+    // the checks above would have checked little beyond the root.
+    let (nodes, clauses) = (matched_nodes.into_inner(), matched_clauses.into_inner());
+    eprintln!("{nodes} inner nodes and {clauses} clauses matched a model sub-rule");
+    assert!(
+        nodes >= u64::from(cases) && clauses >= u64::from(cases),
+        "only {nodes} nodes and {clauses} clauses matched a model sub-rule"
+    );
 
     // Close, reopen, and every count reads back as the model said.
     let server = runtime.block_on(TestServer::start(dir.path()));
