@@ -61,9 +61,39 @@ mapfile -t more < <(sed -n '/<!-- more-examples:start -->/,/<!-- more-examples:e
   | grep -E '^grpcurl ' | sed "s/127\.0\.0\.1:50051/127.0.0.1:$port/")
 [ "${#more[@]}" -ge 5 ] || { echo "found only ${#more[@]} further examples in README.md"; exit 1; }
 failed=0
+node_counts="" diff=""
 for example in "${more[@]}"; do
   echo "\$ $example"
-  if eval "$example"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  if output=$(eval "$example"); then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  echo "$output"
+  case "$example" in
+    *'"node_counts": true'*) node_counts=$output ;;
+    *DiffAudiences*) diff=$output ;;
+  esac
 done
 echo "examples: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
+
+# The clause counts and the difference, against the file: per customer, the
+# orders in the 90 local days up to 1998-06-30, the sum spent and the order count.
+read -r recent big many left < <(awk 'NR > 1 && NF == 4 {
+    split($4, money, ".");
+    cents[$1] += money[1] * 100 + money[2];
+    orders[$1]++;
+    if ($2 >= 19980402 && $2 <= 19980630) recent[$1] = 1
+  }
+  END {
+    r = 0; b = 0; m = 0; l = 0;
+    for (c in recent) r++;
+    for (c in cents) { if (cents[c] >= 10000) b++; if (cents[c] >= 10000 && cents[c] < 15000) l++ }
+    for (c in orders) if (orders[c] > 5) m++;
+    print r, b, m, l
+  }' data/cdnow/CDNOW_master.txt)
+counted=$(python3 -c '
+import json, sys
+nodes = json.loads(sys.stdin.read())["nodeCounts"]
+print(" ".join(next(n["count"] for n in nodes if n["ruleText"] == text)
+               for text in ("ordered WITHIN 90d", "spent >= 100.00", "order_count > 5")))' <<<"$node_counts")
+[ "$counted" = "$recent $big $many" ] || fail "node counts are $counted, not $recent $big $many"
+grep -q "\"leftCount\": \"$left\"" <<<"$diff" || fail "the difference's leftCount is not $left"
+echo "node counts ($recent, $big, $many) and the difference ($left) match the file"
