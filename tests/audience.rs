@@ -13,11 +13,11 @@ use segmentd::proto::{
     ArchiveSegmentRequest, AudienceSpec, CountAudienceRequest, CountAudienceResponse,
     CountOverlapRequest, CountOverlapResponse, CreateSegmentRequest, CreateSnapshotRequest,
     Customer, DeleteCustomersRequest, DeleteSnapshotRequest, DiffAudiencesRequest,
-    DiffAudiencesResponse, Event, ExportAudienceRequest, ExportAudienceResponse,
-    GetSegmentRequest, GetSnapshotRequest, ListCustomerSegmentsRequest, ListSegmentsRequest,
-    ListSnapshotsRequest, RecordEventsRequest, ResolveSegmentRequest, Segment, Snapshot,
-    UpdateSegmentRequest, UpsertCustomersRequest, audience_spec, count_audience_request,
-    create_snapshot_request, event, export_audience_request, resolve_segment_request,
+    DiffAudiencesResponse, Event, ExportAudienceRequest, ExportAudienceResponse, GetSegmentRequest,
+    GetSnapshotRequest, ListCustomerSegmentsRequest, ListSegmentsRequest, ListSnapshotsRequest,
+    RecordEventsRequest, ResolveSegmentRequest, Segment, Snapshot, UpdateSegmentRequest,
+    UpsertCustomersRequest, audience_spec, count_audience_request, create_snapshot_request, event,
+    export_audience_request, resolve_segment_request,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -113,7 +113,11 @@ impl Model {
     fn upsert(&mut self, id: &str, attributes: Attributes) -> Customer {
         let customer = Customer {
             customer_id: id.to_owned(),
-            tags: attributes.tags.iter().map(|tag| (*tag).to_owned()).collect(),
+            tags: attributes
+                .tags
+                .iter()
+                .map(|tag| (*tag).to_owned())
+                .collect(),
             replace_tags: true,
             state: Some(attributes.state.unwrap_or_default().to_owned()),
             opted_in: Some(attributes.opted_in),
@@ -122,7 +126,10 @@ impl Model {
         match self.position.get(id) {
             Some(&at) => {
                 let person = &mut self.people[at];
-                assert!(person.live, "the tests never bring `{id}` back after a delete");
+                assert!(
+                    person.live,
+                    "the tests never bring `{id}` back after a delete"
+                );
                 person.attributes = attributes;
             }
             None => {
@@ -326,11 +333,17 @@ impl Shop {
             events,
         };
         let recorded = self.client.record_events(request).await.unwrap();
-        assert_eq!(recorded.into_inner().recorded_count as usize, customer_ids.len());
+        assert_eq!(
+            recorded.into_inner().recorded_count as usize,
+            customer_ids.len()
+        );
     }
 
     async fn delete(&mut self, customer_ids: &[String]) {
-        let live = customer_ids.iter().filter(|id| self.model.is_live(id)).count();
+        let live = customer_ids
+            .iter()
+            .filter(|id| self.model.is_live(id))
+            .count();
         for id in customer_ids {
             if self.model.is_live(id) {
                 self.model.delete(id);
@@ -344,7 +357,13 @@ impl Shop {
         assert_eq!(deleted.into_inner().deleted_count as usize, live);
     }
 
-    async fn create_segment(&mut self, id: &str, rule: Rule, included: &[String], excluded: &[String]) {
+    async fn create_segment(
+        &mut self,
+        id: &str,
+        rule: Rule,
+        included: &[String],
+        excluded: &[String],
+    ) {
         let segment = Segment {
             title: id.to_owned(),
             rule_text: rule.text.to_owned(),
@@ -439,7 +458,11 @@ impl Shop {
             }
             page_token = page.next_page_token;
         }
-        assert_eq!(totals.len(), 1, "pages of {audience:?} gave totals {totals:?}");
+        assert_eq!(
+            totals.len(),
+            1,
+            "pages of {audience:?} gave totals {totals:?}"
+        );
         Ok((customer_ids, totals.pop_first().unwrap()))
     }
 
@@ -505,8 +528,17 @@ impl Shop {
                 page_size: 1,
                 page_token,
             };
-            let page = self.client.list_snapshots(request).await.unwrap().into_inner();
-            assert!(page.snapshots.len() <= 1, "{} on a page of one", page.snapshots.len());
+            let page = self
+                .client
+                .list_snapshots(request)
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                page.snapshots.len() <= 1,
+                "{} on a page of one",
+                page.snapshots.len()
+            );
             snapshots.extend(page.snapshots);
             if page.next_page_token.is_empty() {
                 break;
@@ -528,7 +560,12 @@ impl Shop {
                 show_archived,
                 show_counts,
             };
-            let page = self.client.list_segments(request).await.unwrap().into_inner();
+            let page = self
+                .client
+                .list_segments(request)
+                .await
+                .unwrap()
+                .into_inner();
             segments.extend(page.segments);
             if page.next_page_token.is_empty() {
                 break;
@@ -553,7 +590,10 @@ impl Shop {
         Ok(listed.into_inner().segment_ids)
     }
 
-    async fn overlap(&mut self, audiences: &[Audience<'_>]) -> Result<CountOverlapResponse, Status> {
+    async fn overlap(
+        &mut self,
+        audiences: &[Audience<'_>],
+    ) -> Result<CountOverlapResponse, Status> {
         let request = CountOverlapRequest {
             tenant: self.tenant.clone(),
             audiences: audiences.iter().map(|audience| audience.spec()).collect(),
@@ -656,13 +696,19 @@ fn intersection(sets: &[&[String]]) -> usize {
 }
 
 fn union(sets: &[&[String]]) -> usize {
-    sets.iter().flat_map(|set| set.iter()).collect::<HashSet<_>>().len()
+    sets.iter()
+        .flat_map(|set| set.iter())
+        .collect::<HashSet<_>>()
+        .len()
 }
 
 /// `from` less `less`, in the order of `from`.
 fn minus(from: &[String], less: &[String]) -> Vec<String> {
     let less: HashSet<&String> = less.iter().collect();
-    from.iter().filter(|id| !less.contains(id)).cloned().collect()
+    from.iter()
+        .filter(|id| !less.contains(id))
+        .cloned()
+        .collect()
 }
 
 // -------------------------------------------------------------------- tests
@@ -694,7 +740,12 @@ async fn a_million_customers_export_in_resolve_order_in_messages_of_at_most_ten_
     for rule in [SEVEN, NOT_SEVEN] {
         let expected = shop.model.rule_members(rule);
         let counted = shop.count(Audience::Rule(rule.text)).await.unwrap();
-        assert_eq!(counted.count, expected.len() as u64, "count of `{}`", rule.text);
+        assert_eq!(
+            counted.count,
+            expected.len() as u64,
+            "count of `{}`",
+            rule.text
+        );
         assert_eq!(counted.sendable_count, shop.model.sendable(&expected));
 
         let messages = shop.export(Some(Audience::Rule(rule.text))).await.unwrap();
@@ -736,7 +787,10 @@ async fn an_export_of_no_one_has_no_ids_and_unknown_names_are_not_found() {
         text: r#"tag = "nobody""#,
         holds: |person| person.tagged("nobody"),
     };
-    let messages = shop.export(Some(Audience::Rule(nobody.text))).await.unwrap();
+    let messages = shop
+        .export(Some(Audience::Rule(nobody.text)))
+        .await
+        .unwrap();
     let expected = shop.model.rule_members(nobody);
     assert_export(&messages, &expected, "export of no one");
 
@@ -747,7 +801,12 @@ async fn an_export_of_no_one_has_no_ids_and_unknown_names_are_not_found() {
 
     for audience in [Audience::Segment("east"), Audience::Snapshot("never-taken")] {
         let status = shop.export(Some(audience)).await.unwrap_err();
-        assert_eq!(status.code(), Code::NotFound, "{audience:?}: {}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "{audience:?}: {}",
+            status.message()
+        );
     }
     let status = shop.export(None).await.unwrap_err();
     assert_refused(&status, Code::InvalidArgument, "audience");
@@ -842,7 +901,10 @@ async fn a_snapshot_keeps_its_members_less_deleted_ones_through_changes_and_rest
     let live_rule = shop.model.rule_members(GOLD_OR_ORDERED);
     let kept_rule = shop.model.still_live(&frozen_rule);
     let kept_segment = shop.model.still_live(&frozen_segment);
-    assert_ne!(live_rule, kept_rule, "the changes should move the live rule");
+    assert_ne!(
+        live_rule, kept_rule,
+        "the changes should move the live rule"
+    );
     assert_ne!(shop.model.segment_members("west"), kept_segment);
     assert!(kept_rule.len() < frozen_rule.len() && kept_segment.len() < frozen_segment.len());
 
@@ -888,8 +950,16 @@ async fn snapshots_list_in_id_order_and_a_deleted_one_is_gone() {
 
     let mut frozen = BTreeMap::new();
     for (snapshot_id, audience, members) in [
-        ("z-last", Audience::Rule(OPTED_IN.text), shop.model.rule_members(OPTED_IN)),
-        ("a-first", Audience::Segment("west"), shop.model.segment_members("west")),
+        (
+            "z-last",
+            Audience::Rule(OPTED_IN.text),
+            shop.model.rule_members(OPTED_IN),
+        ),
+        (
+            "a-first",
+            Audience::Segment("west"),
+            shop.model.segment_members("west"),
+        ),
         ("", Audience::Rule(GOLD.text), shop.model.rule_members(GOLD)),
     ] {
         let taken = shop.create_snapshot(snapshot_id, audience).await.unwrap();
@@ -944,7 +1014,11 @@ async fn overlap_counts_match_the_model_sets_of_rules_segments_and_snapshots() {
     let mut shop = Shop::new(&server, "shop").await;
     let people = (0..120).map(|i| {
         let attributes = Attributes {
-            tags: if i % 3 == 0 { vec!["gold"] } else { vec!["plain"] },
+            tags: if i % 3 == 0 {
+                vec!["gold"]
+            } else {
+                vec!["plain"]
+            },
             state: Some(if i % 4 == 0 { "CA" } else { "NY" }),
             opted_in: i % 5 != 0,
         };
@@ -955,7 +1029,8 @@ async fn overlap_counts_match_the_model_sets_of_rules_segments_and_snapshots() {
         text: r#"opted_in AND NOT tag = "gold""#,
         holds: |person| person.opted_in() && !person.tagged("gold"),
     };
-    shop.create_segment("loyal", LOYAL, &ids([0, 5]), &ids([1])).await;
+    shop.create_segment("loyal", LOYAL, &ids([0, 5]), &ids([1]))
+        .await;
     let frozen = shop.model.rule_members(CALIFORNIA);
     shop.create_snapshot("ca-then", Audience::Rule(CALIFORNIA.text))
         .await
@@ -965,7 +1040,11 @@ async fn overlap_counts_match_the_model_sets_of_rules_segments_and_snapshots() {
     // snapshot and the live rule differ.
     let movers = (0..120).filter(|i| i % 8 == 0).map(|i| {
         let attributes = Attributes {
-            tags: if i % 3 == 0 { vec!["gold"] } else { vec!["plain"] },
+            tags: if i % 3 == 0 {
+                vec!["gold"]
+            } else {
+                vec!["plain"]
+            },
             state: Some("NY"),
             opted_in: i % 5 != 0,
         };
@@ -993,12 +1072,18 @@ async fn overlap_counts_match_the_model_sets_of_rules_segments_and_snapshots() {
     let mut audiences: Vec<Audience> = rules.iter().map(|r| Audience::Rule(r.text)).collect();
     let mut members: Vec<Vec<String>> = rules.iter().map(|r| shop.model.rule_members(*r)).collect();
     audiences.extend([Audience::Segment("loyal"), Audience::Snapshot("ca-then")]);
-    members.extend([shop.model.segment_members("loyal"), shop.model.still_live(&frozen)]);
+    members.extend([
+        shop.model.segment_members("loyal"),
+        shop.model.still_live(&frozen),
+    ]);
     let overlap = shop.overlap(&audiences).await.unwrap();
     assert_overlap(&overlap, &members);
 
     for size in [1, 9] {
-        let status = shop.overlap(&vec![Audience::Rule(GOLD.text); size]).await.unwrap_err();
+        let status = shop
+            .overlap(&vec![Audience::Rule(GOLD.text); size])
+            .await
+            .unwrap_err();
         assert_refused(&status, Code::InvalidArgument, "audiences");
     }
     server.stop().await;
@@ -1025,7 +1110,11 @@ fn assert_overlap(overlap: &CountOverlapResponse, members: &[Vec<String>]) {
     assert_eq!(pairs.into_iter().collect::<BTreeMap<_, _>>(), expected);
 
     let sets: Vec<&[String]> = members.iter().map(Vec::as_slice).collect();
-    assert_eq!(overlap.intersection_count, intersection(&sets) as u64, "intersection");
+    assert_eq!(
+        overlap.intersection_count,
+        intersection(&sets) as u64,
+        "intersection"
+    );
     assert_eq!(overlap.union_count, union(&sets) as u64, "union");
 }
 
@@ -1051,7 +1140,8 @@ async fn a_diff_counts_joiners_and_leavers_and_samples_the_first_of_each() {
         text: r#"tag = "gold" OR state = "NY""#,
         holds: |person| person.tagged("gold") || person.lives_in("NY"),
     };
-    shop.create_segment("before", BEFORE, &ids([1]), &ids([6])).await;
+    shop.create_segment("before", BEFORE, &ids([1]), &ids([6]))
+        .await;
     shop.delete(&ids([8, 9])).await;
 
     let before = shop.model.segment_members("before");
@@ -1060,7 +1150,11 @@ async fn a_diff_counts_joiners_and_leavers_and_samples_the_first_of_each() {
     let left = minus(&before, &after);
     for sample_size in [0, 5, 1_000] {
         let diff = shop
-            .diff(Audience::Segment("before"), Audience::Rule(AFTER.text), sample_size)
+            .diff(
+                Audience::Segment("before"),
+                Audience::Rule(AFTER.text),
+                sample_size,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -1072,7 +1166,11 @@ async fn a_diff_counts_joiners_and_leavers_and_samples_the_first_of_each() {
             (joined.len() as u64, left.len() as u64)
         );
         // Zero means the documented default of ten.
-        let wanted = if sample_size == 0 { 10 } else { sample_size as usize };
+        let wanted = if sample_size == 0 {
+            10
+        } else {
+            sample_size as usize
+        };
         let what = format!("sample of {sample_size}");
         let first_joined = &joined[..wanted.min(joined.len())];
         assert_same_ids(&diff.joined_sample, first_joined, &format!("joined {what}"));
@@ -1081,7 +1179,11 @@ async fn a_diff_counts_joiners_and_leavers_and_samples_the_first_of_each() {
     }
 
     let status = shop
-        .diff(Audience::Segment("before"), Audience::Rule(AFTER.text), 1_001)
+        .diff(
+            Audience::Segment("before"),
+            Audience::Rule(AFTER.text),
+            1_001,
+        )
         .await
         .unwrap_err();
     assert_refused(&status, Code::InvalidArgument, "sample_size");
@@ -1107,8 +1209,10 @@ async fn segments_shop(server: &TestServer) -> Shop {
         holds: |person| person.tagged("gold") && !person.lives_in("CA"),
     };
     shop.create_segment("a-gold", GOLD, &ids([1]), &[]).await;
-    shop.create_segment("b-west", CALIFORNIA, &[], &ids([0, 2])).await;
-    shop.create_segment("c-optin", OPTED_IN, &ids([3]), &ids([5])).await;
+    shop.create_segment("b-west", CALIFORNIA, &[], &ids([0, 2]))
+        .await;
+    shop.create_segment("c-optin", OPTED_IN, &ids([3]), &ids([5]))
+        .await;
     shop.create_segment("d-gold-east", GOLD_EAST, &ids([4]), &ids([9]))
         .await;
     shop.archive("c-optin").await;
@@ -1133,15 +1237,26 @@ async fn a_customers_segments_follow_rule_include_and_exclude_lists() {
                 .filter(|(id, _)| shop.model.segment_members(id).contains(&customer))
                 .map(|(id, _)| id.clone())
                 .collect();
-            let listed = shop.customer_segments(&customer, show_archived).await.unwrap();
-            assert_eq!(listed, expected, "`{customer}`, show_archived {show_archived}");
+            let listed = shop
+                .customer_segments(&customer, show_archived)
+                .await
+                .unwrap();
+            assert_eq!(
+                listed, expected,
+                "`{customer}`, show_archived {show_archived}"
+            );
         }
     }
 
     // A customer never seen, and one deleted, are unknown.
     for customer in ["stranger".to_owned(), customer_id(7)] {
         let status = shop.customer_segments(&customer, true).await.unwrap_err();
-        assert_eq!(status.code(), Code::NotFound, "`{customer}`: {}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "`{customer}`: {}",
+            status.message()
+        );
     }
     server.stop().await;
 }
@@ -1160,7 +1275,10 @@ async fn listed_segments_carry_member_and_sendable_counts_only_when_asked() {
         let members = shop.model.segment_members(&segment.segment_id);
         assert_eq!(
             (segment.member_count, segment.sendable_count),
-            (Some(members.len() as u64), Some(shop.model.sendable(&members))),
+            (
+                Some(members.len() as u64),
+                Some(shop.model.sendable(&members))
+            ),
             "`{}`",
             segment.segment_id
         );
@@ -1221,7 +1339,12 @@ async fn paging_while_customers_come_and_go_returns_no_one_twice_and_misses_no_s
             page_token,
             ..ResolveSegmentRequest::default()
         };
-        let page = shop.client.resolve_segment(request).await.unwrap().into_inner();
+        let page = shop
+            .client
+            .resolve_segment(request)
+            .await
+            .unwrap()
+            .into_inner();
         assert!(page.customer_ids.len() <= 100);
         for id in page.customer_ids {
             assert!(ever_members.contains(&id), "`{id}` was never a member");
@@ -1259,10 +1382,20 @@ async fn paging_while_customers_come_and_go_returns_no_one_twice_and_misses_no_s
         }
     }
 
-    let stayers: Vec<&String> = first_members.iter().filter(|id| !deleted.contains(*id)).collect();
-    assert!(deleted.len() > 50, "the test deletes too few: {}", deleted.len());
+    let stayers: Vec<&String> = first_members
+        .iter()
+        .filter(|id| !deleted.contains(*id))
+        .collect();
+    assert!(
+        deleted.len() > 50,
+        "the test deletes too few: {}",
+        deleted.len()
+    );
     for id in stayers {
-        assert!(seen.contains(id), "`{id}` was a member throughout but never came");
+        assert!(
+            seen.contains(id),
+            "`{id}` was a member throughout but never came"
+        );
     }
     server.stop().await;
 }

@@ -80,27 +80,22 @@ impl Engine {
             .collect()
     }
 
-    /// Streams an audience's customer ids in dense-id order, in chunks, to
-    /// `send`, which returns false to stop (the caller went away). The
-    /// audience is evaluated once; the index is read a chunk at a time, so
-    /// writers are never held up for the whole export. Returns the total.
+    /// Streams the customer ids of `members` (an audience evaluated by
+    /// [`Engine::members`]) in dense-id order, in chunks, to `send`, which
+    /// returns false to stop (the caller went away). The index is read a
+    /// chunk at a time, so writers are never held up for the whole export.
     pub fn export(
         &self,
         tenant: &str,
-        audience: &Audience,
-        instant: Seconds,
+        members: &RoaringBitmap,
         mut send: impl FnMut(Vec<String>, u64) -> bool,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let tenant = self.tenant(tenant)?;
-        let members = {
-            let index = read(&tenant.index);
-            self.evaluate(&index, audience, instant)?
-        };
         let total = members.len();
         let mut remaining = members.iter().peekable();
         if remaining.peek().is_none() {
             send(Vec::new(), 0);
-            return Ok(0);
+            return Ok(());
         }
         while remaining.peek().is_some() {
             let mut chunk = Vec::with_capacity(EXPORT_CHUNK_IDS.min(total as usize));
@@ -120,7 +115,7 @@ impl Engine {
                 break;
             }
         }
-        Ok(total)
+        Ok(())
     }
 
     /// The sizes of several audiences and of their intersections.

@@ -49,21 +49,21 @@ impl Segments {
             Err(error) => return refuse(RPC, &tenant, error),
         };
 
-        // The tenant and audience are checked before the stream starts, so
-        // that NOT_FOUND and friends arrive as the call's status.
+        // The audience is evaluated before the stream starts, so that
+        // NOT_FOUND and friends arrive as the call's status.
         let name = tenant_name.clone();
-        let check = audience.clone();
-        self.call(RPC, &tenant_name, move |engine| {
-            engine.count(&name, &check, instant).map(drop)
-        })
-        .await?;
+        let members = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.members(&name, &audience, instant)
+            })
+            .await?;
 
         let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let mut sent = 0u64;
-            let outcome = engine.export(&tenant_name, &audience, instant, |customer_ids, total| {
+            let outcome = engine.export(&tenant_name, &members, |customer_ids, total| {
                 sent += customer_ids.len() as u64;
                 let message = proto::ExportAudienceResponse {
                     customer_ids,
@@ -72,11 +72,19 @@ impl Segments {
                 // An error means the caller went away: stop reading.
                 sender.blocking_send(Ok(message)).is_ok()
             });
-            let status = outcome.err().map(Status::from);
-            tracing::debug!(rpc = RPC, tenant = tenant_name, sent, "export streamed");
-            log_call(RPC, &tenant_name, started, status.as_ref());
-            if let Some(status) = status {
-                let _ = sender.blocking_send(Err(status));
+            let micros = started.elapsed().as_micros() as u64;
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!(rpc = RPC, tenant = tenant_name, sent, micros, "streamed")
+                }
+                Err(error) => {
+                    if error.is_internal() {
+                        tracing::error!(rpc = RPC, tenant = tenant_name, %error, "internal error");
+                    }
+                    let status = Status::from(error);
+                    log_call(RPC, &tenant_name, started, Some(&status));
+                    let _ = sender.blocking_send(Err(status));
+                }
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
