@@ -98,10 +98,17 @@ struct SavedSegment {
     archived: bool,
 }
 
+/// A snapshot as the model sees it: the positions in `Model::people` of
+/// the customers it froze, so that one deleted and brought back since is
+/// another customer.
+type Frozen = Vec<usize>;
+
 #[derive(Default)]
 struct Model {
-    /// Every customer, in the order it first reached segmentd.
+    /// Every customer, in the order it reached segmentd; one deleted and
+    /// brought back comes again at the end, starting fresh.
     people: Vec<Person>,
+    /// Customer id to its latest place in `people`.
     position: HashMap<String, usize>,
     segments: BTreeMap<String, SavedSegment>,
     events: usize,
@@ -123,24 +130,16 @@ impl Model {
             opted_in: Some(attributes.opted_in),
             ..Customer::default()
         };
-        match self.position.get(id) {
-            Some(&at) => {
-                let person = &mut self.people[at];
-                assert!(
-                    person.live,
-                    "the tests never bring `{id}` back after a delete"
-                );
-                person.attributes = attributes;
-            }
-            None => {
-                self.position.insert(id.to_owned(), self.people.len());
-                self.people.push(Person {
-                    id: id.to_owned(),
-                    attributes,
-                    orders: 0,
-                    live: true,
-                });
-            }
+        if self.is_live(id) {
+            self.people[self.position[id]].attributes = attributes;
+        } else {
+            self.position.insert(id.to_owned(), self.people.len());
+            self.people.push(Person {
+                id: id.to_owned(),
+                attributes,
+                orders: 0,
+                live: true,
+            });
         }
         customer
     }
@@ -174,7 +173,7 @@ impl Model {
             .is_some_and(|&at| self.people[at].live)
     }
 
-    /// Live customers for whom `holds` is true, in upsert order.
+    /// Live customers for whom `holds` is true, in the order they came.
     fn members(&self, holds: impl Fn(&Person) -> bool) -> Vec<String> {
         self.people
             .iter()
@@ -196,16 +195,22 @@ impl Model {
         })
     }
 
-    /// Those of `frozen` still live, in the same order.
-    fn still_live(&self, frozen: &[String]) -> Vec<String> {
+    /// The customers `members` name now, as a snapshot keeps them.
+    fn freeze(&self, members: &[String]) -> Frozen {
+        members.iter().map(|id| self.position[id]).collect()
+    }
+
+    /// Those of a snapshot still live, in the order they came.
+    fn still_live(&self, frozen: &[usize]) -> Vec<String> {
         frozen
             .iter()
-            .filter(|id| self.is_live(id))
-            .cloned()
+            .map(|&at| &self.people[at])
+            .filter(|person| person.live)
+            .map(|person| person.id.clone())
             .collect()
     }
 
-    /// How many of `members` are opted in now.
+    /// How many of the live customers `members` are opted in now.
     fn sendable(&self, members: &[String]) -> u64 {
         members
             .iter()
@@ -309,7 +314,7 @@ impl Shop {
             let mut created = 0;
             let mut customers = Vec::with_capacity(BATCH);
             for (id, attributes) in people.by_ref().take(BATCH) {
-                created += u32::from(!self.model.position.contains_key(&id));
+                created += u32::from(!self.model.is_live(&id));
                 customers.push(self.model.upsert(&id, attributes));
             }
             let updated = customers.len() as u32 - created;
@@ -850,7 +855,7 @@ async fn a_snapshot_keeps_its_members_less_deleted_ones_through_changes_and_rest
     shop.create_segment("west", CALIFORNIA, &ids([1]), &ids([3]))
         .await;
 
-    let frozen_rule = shop.model.rule_members(GOLD_OR_ORDERED);
+    let frozen_rule = shop.model.freeze(&shop.model.rule_members(GOLD_OR_ORDERED));
     let taken = shop
         .create_snapshot("broadcast-1", Audience::Rule(GOLD_OR_ORDERED.text))
         .await
@@ -860,7 +865,7 @@ async fn a_snapshot_keeps_its_members_less_deleted_ones_through_changes_and_rest
         (taken.taken_count, taken.count),
         (frozen_rule.len() as u64, frozen_rule.len() as u64)
     );
-    let frozen_segment = shop.model.segment_members("west");
+    let frozen_segment = shop.model.freeze(&shop.model.segment_members("west"));
     let taken = shop
         .create_snapshot("", Audience::Segment("west"))
         .await
@@ -871,8 +876,8 @@ async fn a_snapshot_keeps_its_members_less_deleted_ones_through_changes_and_rest
     assert_eq!(got.segment_id, "west");
     assert_eq!(got.taken_count, frozen_segment.len() as u64);
 
-    // Later: gold moves, new orders, new gold customers, the segment's rule
-    // changes, some opt out, and some members of both snapshots leave.
+    // Later: gold moves, some opt out, new orders, new gold customers, the
+    // segment's rule changes, and members of both snapshots are deleted.
     let changed = (0..60).filter(|i| i % 4 == 1 || i % 8 == 0 || i % 6 == 0);
     let changed: Vec<(String, Attributes)> = changed
         .map(|i| {
@@ -886,17 +891,22 @@ async fn a_snapshot_keeps_its_members_less_deleted_ones_through_changes_and_rest
         .collect();
     shop.upsert(changed).await;
     shop.order(&ids((0..60).step_by(7))).await;
-    let newcomers = (60..70).map(|i| {
-        let attributes = Attributes {
-            tags: vec!["gold"],
-            state: Some("CA"),
-            opted_in: true,
-        };
-        (customer_id(i), attributes)
-    });
-    shop.upsert(newcomers).await;
+    let gold_in_california = || Attributes {
+        tags: vec!["gold"],
+        state: Some("CA"),
+        opted_in: true,
+    };
+    shop.upsert((60..70).map(|i| (customer_id(i), gold_in_california())))
+        .await;
     shop.update_segment_rule("west", NEW_YORK).await;
     shop.delete(&ids([0, 2, 5, 9, 12, 20, 33, 61])).await;
+    // Two deleted members come back: new customers, in neither snapshot.
+    shop.upsert(
+        ids([0, 12])
+            .into_iter()
+            .map(|id| (id, gold_in_california())),
+    )
+    .await;
 
     let live_rule = shop.model.rule_members(GOLD_OR_ORDERED);
     let kept_rule = shop.model.still_live(&frozen_rule);
@@ -906,14 +916,13 @@ async fn a_snapshot_keeps_its_members_less_deleted_ones_through_changes_and_rest
         "the changes should move the live rule"
     );
     assert_ne!(shop.model.segment_members("west"), kept_segment);
-    assert!(kept_rule.len() < frozen_rule.len() && kept_segment.len() < frozen_segment.len());
 
     let snapshots = [
-        ("broadcast-1", &frozen_rule, &kept_rule),
-        (chosen_id.as_str(), &frozen_segment, &kept_segment),
+        ("broadcast-1", &frozen_rule),
+        (chosen_id.as_str(), &frozen_segment),
     ];
-    for (snapshot_id, frozen, kept) in snapshots {
-        assert_snapshot(&mut shop, snapshot_id, frozen, kept).await;
+    for (snapshot_id, frozen) in snapshots {
+        assert_snapshot(&mut shop, snapshot_id, frozen).await;
     }
     assert_audience(&mut shop, Audience::Rule(GOLD_OR_ORDERED.text), &live_rule).await;
     let west = shop.model.segment_members("west");
@@ -923,22 +932,25 @@ async fn a_snapshot_keeps_its_members_less_deleted_ones_through_changes_and_rest
     server.stop().await;
     let server = TestServer::start(dir.path()).await;
     shop.client = server.client().await;
-    for (snapshot_id, frozen, kept) in snapshots {
-        assert_snapshot(&mut shop, snapshot_id, frozen, kept).await;
+    for (snapshot_id, frozen) in snapshots {
+        assert_snapshot(&mut shop, snapshot_id, frozen).await;
     }
     assert_audience(&mut shop, Audience::Rule(GOLD_OR_ORDERED.text), &live_rule).await;
     server.stop().await;
 }
 
-/// A snapshot taken of `frozen` now holds `kept`, in every way of reading it.
-async fn assert_snapshot(shop: &mut Shop, snapshot_id: &str, frozen: &[String], kept: &[String]) {
+/// A snapshot of `frozen` holds those of them still live, in every way of
+/// reading it.
+async fn assert_snapshot(shop: &mut Shop, snapshot_id: &str, frozen: &[usize]) {
+    let kept = shop.model.still_live(frozen);
+    assert!(kept.len() < frozen.len(), "the test should delete members");
     let got = shop.get_snapshot(snapshot_id).await.unwrap();
     assert_eq!(
         (got.taken_count, got.count),
         (frozen.len() as u64, kept.len() as u64),
         "`{snapshot_id}`: taken_count and count"
     );
-    assert_audience(shop, Audience::Snapshot(snapshot_id), kept).await;
+    assert_audience(shop, Audience::Snapshot(snapshot_id), &kept).await;
 }
 
 #[tokio::test]
@@ -949,31 +961,26 @@ async fn snapshots_list_in_id_order_and_a_deleted_one_is_gone() {
     shop.create_segment("west", CALIFORNIA, &[], &[]).await;
 
     let mut frozen = BTreeMap::new();
+    let opted_in = shop.model.rule_members(OPTED_IN);
+    let west = shop.model.segment_members("west");
+    let gold = shop.model.rule_members(GOLD);
     for (snapshot_id, audience, members) in [
-        (
-            "z-last",
-            Audience::Rule(OPTED_IN.text),
-            shop.model.rule_members(OPTED_IN),
-        ),
-        (
-            "a-first",
-            Audience::Segment("west"),
-            shop.model.segment_members("west"),
-        ),
-        ("", Audience::Rule(GOLD.text), shop.model.rule_members(GOLD)),
+        ("z-last", Audience::Rule(OPTED_IN.text), opted_in),
+        ("a-first", Audience::Segment("west"), west),
+        ("", Audience::Rule(GOLD.text), gold),
     ] {
         let taken = shop.create_snapshot(snapshot_id, audience).await.unwrap();
-        frozen.insert(taken.snapshot_id, members);
+        frozen.insert(taken.snapshot_id, shop.model.freeze(&members));
     }
     let status = shop
         .create_snapshot("z-last", Audience::Rule(GOLD.text))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
-    // The refused snapshot did not replace the one of that id.
-    assert_snapshot(&mut shop, "z-last", &frozen["z-last"], &frozen["z-last"]).await;
 
     shop.delete(&ids([0, 4, 6])).await;
+    // The refused snapshot did not replace the one of that id.
+    assert_snapshot(&mut shop, "z-last", &frozen["z-last"]).await;
     let listed = shop.list_snapshots().await;
     let listed_ids: Vec<&str> = listed.iter().map(|s| s.snapshot_id.as_str()).collect();
     let expected_ids: Vec<&str> = frozen.keys().map(String::as_str).collect();
@@ -1031,7 +1038,7 @@ async fn overlap_counts_match_the_model_sets_of_rules_segments_and_snapshots() {
     };
     shop.create_segment("loyal", LOYAL, &ids([0, 5]), &ids([1]))
         .await;
-    let frozen = shop.model.rule_members(CALIFORNIA);
+    let frozen = shop.model.freeze(&shop.model.rule_members(CALIFORNIA));
     shop.create_snapshot("ca-then", Audience::Rule(CALIFORNIA.text))
         .await
         .unwrap();
@@ -1397,5 +1404,51 @@ async fn paging_while_customers_come_and_go_returns_no_one_twice_and_misses_no_s
             "`{id}` was a member throughout but never came"
         );
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn audience_errors_name_the_field_or_the_missing_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut shop = snapshot_shop(&server).await;
+
+    let request = CreateSnapshotRequest {
+        tenant: shop.tenant.clone(),
+        snapshot_id: "no-audience".into(),
+        ..CreateSnapshotRequest::default()
+    };
+    let status = shop.client.create_snapshot(request).await.unwrap_err();
+    assert_refused(&status, Code::InvalidArgument, "audience");
+    let status = shop
+        .create_snapshot("of-nothing", Audience::Segment("east"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+    assert!(status.message().contains("east"), "{}", status.message());
+
+    let audiences = [Audience::Rule(GOLD.text), Audience::Rule("tag = ")];
+    let status = shop.overlap(&audiences).await.unwrap_err();
+    assert_refused(&status, Code::InvalidArgument, "audiences[1].rule_text");
+    let audiences = [Audience::Rule(GOLD.text), Audience::Snapshot("never-taken")];
+    let status = shop.overlap(&audiences).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+
+    let request = DiffAudiencesRequest {
+        tenant: shop.tenant.clone(),
+        before: Some(Audience::Rule(GOLD.text).spec()),
+        ..DiffAudiencesRequest::default()
+    };
+    let status = shop.client.diff_audiences(request).await.unwrap_err();
+    assert_refused(&status, Code::InvalidArgument, "after");
+
+    let mut stranger = Shop::new(&server, "nobody").await;
+    let status = stranger.get_snapshot("broadcast-1").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+    let status = stranger
+        .customer_segments(&customer_id(0), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
     server.stop().await;
 }
