@@ -7,6 +7,7 @@
 //! so a read never waits on a disk flush and never sees an unacknowledged write.
 
 pub mod audience;
+pub mod contacts;
 pub mod explain;
 pub mod lifecycle;
 pub mod segments;
