@@ -393,3 +393,64 @@ async fn bad_lines_stop_the_import_or_are_skipped_and_listed() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_stored_before_contacts_were_indexed_are_matched_after_a_restart() {
+    use segmentd::proto::{Customer, CustomerKey, MatchCustomersRequest, UpsertCustomersRequest};
+    use segmentd::store::keys::{self, ContactKind};
+    use segmentd::store::{Batch, Store, encode_json};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let customer = Customer {
+        customer_id: "old".into(),
+        email: Some("Old@Example.com".into()),
+        ..Customer::default()
+    };
+    let request = UpsertCustomersRequest {
+        tenant: "shop".into(),
+        customers: vec![customer],
+    };
+    server
+        .client()
+        .await
+        .upsert_customers(request)
+        .await
+        .unwrap();
+    server.stop().await;
+
+    // Make the directory look as an older build left it: no contact rows,
+    // and a tenant not marked as indexed.
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut snapshot = store.load_one("shop").unwrap().unwrap();
+        snapshot.meta.contacts_indexed = false;
+        let mut batch = Batch::default();
+        batch.remove(keys::contact_key(
+            "shop",
+            ContactKind::Email,
+            "old@example.com",
+            0,
+        ));
+        batch.insert(keys::meta_key("shop"), encode_json(&snapshot.meta).unwrap());
+        store.commit(batch).unwrap();
+        store.flush().unwrap();
+    }
+
+    let server = TestServer::start(dir.path()).await;
+    let request = MatchCustomersRequest {
+        tenant: "shop".into(),
+        keys: vec![CustomerKey {
+            email: " OLD@example.com".into(),
+            ..CustomerKey::default()
+        }],
+    };
+    let matched = server
+        .client()
+        .await
+        .match_customers(request)
+        .await
+        .unwrap();
+    assert_eq!(matched.into_inner().customer_ids, ["old"]);
+    server.stop().await;
+}

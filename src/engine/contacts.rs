@@ -83,6 +83,26 @@ impl Engine {
     }
 }
 
+/// Writes the contact rows of every customer of a tenant stored before
+/// contacts were indexed, in one batch, and marks the tenant done.
+pub(super) fn backfill(
+    store: &crate::store::Store,
+    meta: &mut crate::store::records::TenantMeta,
+    tenant: &str,
+) -> Result<()> {
+    let mut batch = crate::store::Batch::default();
+    let mut customers = 0u64;
+    store.each_customer(tenant, |dense, record| {
+        customers += 1;
+        write_contacts(&mut batch, tenant, dense, None, Some(record));
+    })?;
+    meta.contacts_indexed = true;
+    batch.insert(keys::meta_key(tenant), crate::store::encode_json(meta)?);
+    store.commit(batch)?;
+    tracing::info!(tenant, customers, "indexed customers' e-mails and phones");
+    Ok(())
+}
+
 /// Adds the contact rows a record gained and removes those it lost.
 pub(super) fn write_contacts(
     batch: &mut crate::store::Batch,
