@@ -53,7 +53,18 @@ pub struct ImportArgs {
     /// The server to call, as host:port or an http:// URL.
     #[arg(long, env = "SEGMENTD_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
-    /// Events per RecordEvents call.
+    /// The Klaviyo list a klaviyo-list file holds the members of.
+    #[arg(long)]
+    pub list: Option<String>,
+    /// With klaviyo-list: make the list exactly the file's members, taking
+    /// everyone else off it.
+    #[arg(long)]
+    pub replace: bool,
+    /// Go on past lines that cannot be read, list them, and exit non-zero;
+    /// without it the import stops at the first one.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Rows per call (events or customers).
     #[arg(long, env = "SEGMENTD_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
@@ -65,6 +76,12 @@ pub struct ImportArgs {
 pub enum ImportFormat {
     /// CDNOW purchase history: whitespace-separated id, YYYYMMDD date, CDs, dollars.
     Cdnow,
+    /// Shopify's customer export CSV (current or older headers).
+    ShopifyCustomers,
+    /// A Klaviyo list export CSV; needs --list.
+    KlaviyoList,
+    /// One JSON object per line: {"customer": {...}} or {"event": {...}}.
+    EventsJsonl,
 }
 
 /// Resolves `host:port` (`localhost:50051` included) to the address to bind.

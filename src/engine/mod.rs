@@ -7,6 +7,7 @@
 //! so a read never waits on a disk flush and never sees an unacknowledged write.
 
 pub mod audience;
+pub mod contacts;
 pub mod explain;
 pub mod lifecycle;
 pub mod segments;
@@ -61,7 +62,10 @@ impl Engine {
     pub fn open(path: &Path) -> Result<Engine> {
         let store = Store::open(path)?;
         let mut tenants = HashMap::new();
-        for snapshot in store.load()? {
+        for mut snapshot in store.load()? {
+            if !snapshot.meta.contacts_indexed {
+                contacts::backfill(&store, &mut snapshot.meta, &snapshot.tenant)?;
+            }
             let index = TenantIndex::from_snapshot(snapshot)?;
             let tenant = Tenant {
                 writer: Mutex::new(()),
@@ -314,6 +318,7 @@ impl Engine {
             event_bounds: Default::default(),
             create_time: now,
             write_sequence: 0,
+            contacts_indexed: true,
         };
         let tenant = Arc::new(Tenant {
             writer: Mutex::new(()),

@@ -18,6 +18,10 @@ pub struct CustomerUpdate {
     pub tags: Option<Vec<String>>,
     /// `Some` replaces the Klaviyo lists.
     pub klaviyo_lists: Option<Vec<String>>,
+    /// Lists to join, after `klaviyo_lists`.
+    pub add_klaviyo_lists: Vec<String>,
+    /// Lists to leave, last.
+    pub remove_klaviyo_lists: Vec<String>,
     pub lifetime_spend_cents: Option<u64>,
     pub opted_in: Option<bool>,
     pub create_time: Option<Seconds>,

@@ -108,6 +108,14 @@ impl<'a> WriteBatch<'a> {
         if let Some(lists) = update.klaviyo_lists {
             record.klaviyo_lists = lists;
         }
+        for list in update.add_klaviyo_lists {
+            if !record.klaviyo_lists.contains(&list) {
+                record.klaviyo_lists.push(list);
+            }
+        }
+        record
+            .klaviyo_lists
+            .retain(|list| !update.remove_klaviyo_lists.contains(list));
         if let Some(cents) = update.lifetime_spend_cents {
             record.lifetime_spend_cents = Some(cents);
         }
@@ -260,6 +268,13 @@ impl<'a> WriteBatch<'a> {
         let tenant = self.index.tenant.clone();
         for (dense, touched) in std::mem::take(&mut self.touched) {
             self.derive(dense, touched.before.as_ref(), touched.after.as_ref());
+            super::contacts::write_contacts(
+                &mut self.batch,
+                &tenant,
+                dense,
+                touched.before.as_ref(),
+                touched.after.as_ref(),
+            );
             let key = keys::customer_key(&tenant, dense);
             match &touched.after {
                 Some(record) => self.batch.insert(key, encode_json(record)?),

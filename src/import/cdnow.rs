@@ -6,17 +6,9 @@
 //! identical lines are still distinct orders; importing the file again
 //! changes nothing. A date-only time is 00:00 in the tenant's time zone.
 
-use std::collections::HashSet;
-use std::io::BufRead;
-use std::path::Path;
-
 use chrono::NaiveDate;
 use chrono_tz::Tz;
-use tonic::Code;
-use tonic::transport::Channel;
 
-use super::{ImportError, ImportSummary, Progress};
-use crate::proto::segment_service_client::SegmentServiceClient;
 use crate::proto::{self, event};
 use crate::rule::values::parse_amount_cents;
 use crate::time::start_of_date;
@@ -53,58 +45,8 @@ pub fn parse_line(text: &str, line: u64) -> Result<Option<Order>, String> {
     }))
 }
 
-/// Loads the file at `path` into `tenant`.
-pub async fn import(
-    client: &mut SegmentServiceClient<Channel>,
-    tenant: &str,
-    path: &Path,
-    file: std::fs::File,
-    batch_size: usize,
-) -> Result<ImportSummary, ImportError> {
-    let io = |source| ImportError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let time_zone = tenant_time_zone(client, tenant).await?;
-    let total_bytes = file.metadata().map_err(io)?.len();
-    let mut reader = std::io::BufReader::new(file);
-
-    let mut progress = Progress::new(total_bytes);
-    let mut summary = ImportSummary::default();
-    let mut customers = HashSet::new();
-    let mut batch = Vec::with_capacity(batch_size);
-    let mut bytes = 0u64;
-    let mut text = String::new();
-    let mut line = 0u64;
-    loop {
-        text.clear();
-        let read = reader.read_line(&mut text).map_err(io)?;
-        if read == 0 {
-            break;
-        }
-        bytes += read as u64;
-        line += 1;
-        let order = parse_line(&text, line).map_err(|message| ImportError::Format {
-            path: path.to_owned(),
-            line,
-            message,
-        })?;
-        let Some(order) = order else { continue };
-        summary.lines += 1;
-        customers.insert(order.customer_id.clone());
-        batch.push(order_event(&order, time_zone));
-        if batch.len() == batch_size {
-            send(client, tenant, &mut batch, &mut summary).await?;
-            progress.update(summary.lines, bytes, false);
-        }
-    }
-    send(client, tenant, &mut batch, &mut summary).await?;
-    progress.update(summary.lines, bytes, true);
-    summary.customers = customers.len() as u64;
-    Ok(summary)
-}
-
-fn order_event(order: &Order, time_zone: Tz) -> proto::Event {
+/// The order event of one line, dated at local midnight in the tenant's zone.
+pub fn order_event(order: &Order, time_zone: Tz) -> proto::Event {
     let seconds = start_of_date(time_zone, order.date);
     proto::Event {
         event_id: format!("cdnow:{}", order.line),
@@ -113,40 +55,6 @@ fn order_event(order: &Order, time_zone: Tz) -> proto::Event {
         kind: Some(event::Kind::Order(event::Order {
             value_cents: order.value_cents,
         })),
-    }
-}
-
-async fn send(
-    client: &mut SegmentServiceClient<Channel>,
-    tenant: &str,
-    batch: &mut Vec<proto::Event>,
-    summary: &mut ImportSummary,
-) -> Result<(), ImportError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let request = proto::RecordEventsRequest {
-        tenant: tenant.to_owned(),
-        events: std::mem::take(batch),
-    };
-    let response = client.record_events(request).await?.into_inner();
-    summary.recorded += u64::from(response.recorded_count);
-    summary.duplicates += u64::from(response.duplicate_count);
-    Ok(())
-}
-
-/// The tenant's time zone, or UTC for a tenant that does not exist yet.
-async fn tenant_time_zone(
-    client: &mut SegmentServiceClient<Channel>,
-    tenant: &str,
-) -> Result<Tz, ImportError> {
-    let request = proto::GetTenantRequest {
-        tenant: tenant.to_owned(),
-    };
-    match client.get_tenant(request).await {
-        Ok(response) => Ok(response.into_inner().time_zone.parse().unwrap_or(Tz::UTC)),
-        Err(status) if status.code() == Code::NotFound => Ok(Tz::UTC),
-        Err(status) => Err(status.into()),
     }
 }
 

@@ -168,6 +168,8 @@ pub fn customer(customer: proto::Customer, path: &str) -> Result<CustomerUpdate>
         create_time,
         replace_tags,
         replace_klaviyo_lists,
+        add_klaviyo_lists,
+        remove_klaviyo_lists,
     } = customer;
     let customer_id = id(&customer_id, &format!("{path}.customer_id"))?;
     let state = state
@@ -188,6 +190,16 @@ pub fn customer(customer: proto::Customer, path: &str) -> Result<CustomerUpdate>
             )
         })
         .transpose()?;
+    let add_klaviyo_lists = values(
+        &add_klaviyo_lists,
+        SetField::KlaviyoList,
+        &format!("{path}.add_klaviyo_lists"),
+    )?;
+    let remove_klaviyo_lists = values(
+        &remove_klaviyo_lists,
+        SetField::KlaviyoList,
+        &format!("{path}.remove_klaviyo_lists"),
+    )?;
     let lifetime_spend_cents = lifetime_spend_cents
         .map(|value| cents(value, &format!("{path}.lifetime_spend_cents")))
         .transpose()?;
@@ -211,9 +223,43 @@ pub fn customer(customer: proto::Customer, path: &str) -> Result<CustomerUpdate>
         time_zone,
         tags,
         klaviyo_lists,
+        add_klaviyo_lists,
+        remove_klaviyo_lists,
         lifetime_spend_cents,
         opted_in,
         create_time,
+    })
+}
+
+/// One key of `MatchCustomers`: at least one part, each a valid id.
+pub fn customer_key(
+    key: proto::CustomerKey,
+    path: &str,
+) -> Result<crate::engine::contacts::CustomerKey> {
+    let proto::CustomerKey {
+        customer_id,
+        email,
+        phone,
+    } = key;
+    if customer_id.is_empty() && email.trim().is_empty() && phone.trim().is_empty() {
+        return Err(Error::invalid(
+            path,
+            "give a customer_id, an email or a phone",
+        ));
+    }
+    for (value, field) in [
+        (&customer_id, "customer_id"),
+        (&email, "email"),
+        (&phone, "phone"),
+    ] {
+        if !value.is_empty() {
+            id(value, &format!("{path}.{field}"))?;
+        }
+    }
+    Ok(crate::engine::contacts::CustomerKey {
+        customer_id,
+        email,
+        phone,
     })
 }
 

@@ -246,6 +246,37 @@ impl SegmentService for Segments {
         }))
     }
 
+    async fn match_customers(
+        &self,
+        request: Request<proto::MatchCustomersRequest>,
+    ) -> Result<Response<proto::MatchCustomersResponse>, Status> {
+        const RPC: &str = "MatchCustomers";
+        let proto::MatchCustomersRequest { tenant, keys } = request.into_inner();
+        let checked = (|| {
+            let tenant = convert::tenant(&tenant)?;
+            convert::batch_size(keys.len(), "keys")?;
+            let keys = keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, key)| convert::customer_key(key, &format!("keys[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((tenant, keys))
+        })();
+        let (tenant_name, keys) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return refuse(RPC, &tenant, error),
+        };
+        let name = tenant_name.clone();
+        let matched = self
+            .call(RPC, &tenant_name, move |engine| {
+                engine.match_customers(&name, &keys)
+            })
+            .await?;
+        Ok(Response::new(proto::MatchCustomersResponse {
+            customer_ids: matched.into_iter().map(Option::unwrap_or_default).collect(),
+        }))
+    }
+
     async fn create_segment(
         &self,
         request: Request<proto::CreateSegmentRequest>,

@@ -13,6 +13,7 @@
 //! | `T` | event kind, time, dense id | (empty): time index of events |
 //! | `B` | bitmap key, chunk | one 2^16-id chunk of a bitmap, roaring format |
 //! | `S` | segment id | segment record, JSON |
+//! | `K` | `e` or `p`, length (u16), e-mail or phone, dense id | (empty): customers by contact |
 //! | `P` | snapshot id | snapshot record, JSON |
 //! | `Q` | snapshot id | the snapshot's members (dense ids), roaring format |
 //!
@@ -35,6 +36,7 @@ pub const TAG_EVENT_ID: u8 = b'E';
 pub const TAG_EVENT_TIME: u8 = b'T';
 pub const TAG_BITMAP: u8 = b'B';
 pub const TAG_SEGMENT: u8 = b'S';
+pub const TAG_CONTACT: u8 = b'K';
 pub const TAG_SNAPSHOT: u8 = b'P';
 pub const TAG_SNAPSHOT_MEMBERS: u8 = b'Q';
 
@@ -85,6 +87,32 @@ pub fn event_id_key(tenant: &str, event_id: &str) -> Vec<u8> {
 pub fn segment_key(tenant: &str, segment_id: &str) -> Vec<u8> {
     let mut key = tenant_prefix(TAG_SEGMENT, tenant);
     key.extend_from_slice(segment_id.as_bytes());
+    key
+}
+
+/// How a customer can be reached, for matching imported rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContactKind {
+    Email,
+    Phone,
+}
+
+/// The prefix of the customers with one normalised e-mail or phone.
+pub fn contact_prefix(tenant: &str, kind: ContactKind, value: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_CONTACT, tenant);
+    key.push(match kind {
+        ContactKind::Email => b'e',
+        ContactKind::Phone => b'p',
+    });
+    // Ids are at most 256 bytes (checked at the API).
+    key.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    key.extend_from_slice(value.as_bytes());
+    key
+}
+
+pub fn contact_key(tenant: &str, kind: ContactKind, value: &str, dense: u32) -> Vec<u8> {
+    let mut key = contact_prefix(tenant, kind, value);
+    key.extend_from_slice(&dense.to_be_bytes());
     key
 }
 

@@ -270,6 +270,48 @@ impl Store {
         })
     }
 
+    /// The dense ids of the customers with a normalised e-mail or phone, in order.
+    pub fn contact_matches(
+        &self,
+        tenant: &str,
+        kind: keys::ContactKind,
+        value: &str,
+    ) -> Result<Vec<u32>> {
+        let prefix = keys::contact_prefix(tenant, kind, value);
+        let mut found = Vec::new();
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, _) = row?;
+            let dense = key[prefix.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| {
+                    Error::Corrupt(format!("tenant `{tenant}`: a contact key is damaged"))
+                })?;
+            found.push(dense);
+        }
+        Ok(found)
+    }
+
+    /// Calls `visit` with every stored customer record of a tenant.
+    pub fn each_customer(
+        &self,
+        tenant: &str,
+        mut visit: impl FnMut(u32, &CustomerRecord),
+    ) -> Result<()> {
+        let prefix = keys::tenant_prefix(keys::TAG_CUSTOMER, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let dense = key[prefix.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| {
+                    Error::Corrupt(format!("tenant `{tenant}`: a customer key is damaged"))
+                })?;
+            visit(dense, &decode_json(&value, "customer")?);
+        }
+        Ok(())
+    }
+
     /// Whether an event id was applied before.
     pub fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool> {
         Ok(self.db.contains_key(keys::event_id_key(tenant, event_id))?)

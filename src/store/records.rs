@@ -27,6 +27,10 @@ pub struct TenantMeta {
     /// that is on disk but not yet acknowledged.
     #[serde(default)]
     pub write_sequence: u64,
+    /// Whether every customer's e-mail and phone have contact rows; false
+    /// for data written before contacts were indexed, until backfilled.
+    #[serde(default)]
+    pub contacts_indexed: bool,
 }
 
 /// What segmentd knows of one customer.
