@@ -33,12 +33,6 @@ impl Engine {
         let tenant = self.tenant(tenant)?;
         let index = read(&tenant.index);
         let evaluation = Evaluation::new(&index, &self.store, instant);
-        let members = self.evaluate_with(&evaluation, audience)?;
-        let mut counts = AudienceCounts {
-            count: members.len(),
-            sendable: members.intersection_len(index.bitmap(&BitmapKey::OptedIn)),
-            nodes: Vec::new(),
-        };
         let rule = match audience {
             Audience::Rule(rule) => Some(rule),
             Audience::Segment(segment_id) => index
@@ -47,15 +41,29 @@ impl Engine {
                 .and_then(|segment| segment.rule.as_ref()),
             Audience::Snapshot(_) => None,
         };
-        if let (true, Some(rule)) = (nodes, rule) {
-            evaluation.each_node(rule, &mut |path, node, members| {
-                counts.nodes.push(NodeCount {
-                    path: path.to_vec(),
-                    rule_text: node.to_string(),
-                    count: members.len(),
-                });
-            })?;
-        }
+        let mut counts = AudienceCounts::default();
+        let members = match (nodes, audience, rule) {
+            // An inline rule's root node is the audience: evaluate it once.
+            (true, Audience::Rule(_), Some(rule)) => {
+                let mut root = None;
+                evaluation.each_node(rule, &mut |path, node, members| {
+                    if path.is_empty() {
+                        root = Some(members.clone());
+                    }
+                    counts.nodes.push(node_count(path, node, members));
+                })?;
+                root.unwrap_or_default()
+            }
+            (true, _, Some(rule)) => {
+                evaluation.each_node(rule, &mut |path, node, members| {
+                    counts.nodes.push(node_count(path, node, members));
+                })?;
+                self.evaluate_with(&evaluation, audience)?
+            }
+            _ => self.evaluate_with(&evaluation, audience)?,
+        };
+        counts.count = members.len();
+        counts.sendable = members.intersection_len(index.bitmap(&BitmapKey::OptedIn));
         Ok(counts)
     }
 
@@ -106,6 +114,7 @@ impl Engine {
                     let Some(dense) = remaining.next() else { break };
                     // A customer deleted since the export began is left out.
                     if let Some(customer_id) = index.customer_id(dense) {
+                        // The id and its field tag and length in the message.
                         bytes += customer_id.len() + 3;
                         chunk.push(customer_id.to_owned());
                     }
@@ -144,7 +153,7 @@ impl Engine {
         let mut sorted: Vec<&RoaringBitmap> = sets.iter().collect();
         sorted.sort_by_key(|set| set.len());
         let mut all = sorted.first().map(|set| (*set).clone()).unwrap_or_default();
-        for set in &sorted[1..] {
+        for set in sorted.iter().skip(1) {
             all &= *set;
         }
         overlap.intersection = all.len();
@@ -169,13 +178,13 @@ impl Engine {
         let tenant = self.tenant(tenant)?;
         let index = read(&tenant.index);
         let evaluation = Evaluation::new(&index, &self.store, instant);
-        let old = self.evaluate_with(&evaluation, before)?;
-        let new = self.evaluate_with(&evaluation, after)?;
-        let joined = &new - &old;
-        let left = &old - &new;
+        let was = self.evaluate_with(&evaluation, before)?;
+        let will_be = self.evaluate_with(&evaluation, after)?;
+        let joined = &will_be - &was;
+        let left = &was - &will_be;
         Ok(AudienceDiff {
-            before: old.len(),
-            after: new.len(),
+            before: was.len(),
+            after: will_be.len(),
             joined: joined.len(),
             left: left.len(),
             joined_sample: customer_ids(&index, &joined, sample)?,
@@ -205,6 +214,14 @@ impl Engine {
             }
         }
         Ok(segment_ids)
+    }
+}
+
+fn node_count(path: &[usize], node: &crate::rule::Rule, members: &RoaringBitmap) -> NodeCount {
+    NodeCount {
+        path: path.to_vec(),
+        rule_text: node.to_string(),
+        count: members.len(),
     }
 }
 

@@ -346,7 +346,7 @@ impl Explainer<'_> {
         time::date_of(time::day_of(self.tz(), t)).map_or_else(|| t.to_string(), |d| d.to_string())
     }
 
-    /// A local date and time to the minute.
+    /// A local date and time to the second.
     fn moment(&self, t: Seconds) -> String {
         match self.tz().timestamp_opt(t, 0).single() {
             Some(local) => local.format("%Y-%m-%d %H:%M:%S").to_string(),

@@ -46,11 +46,27 @@ impl Engine {
         input: SnapshotInput,
         now_micros: i64,
     ) -> Result<SnapshotInfo> {
-        let tenant = self.tenant(tenant)?;
-        // Holding the writer lock keeps the audience as evaluated until it is
-        // stored, and serialises snapshot ids.
+        let name = tenant;
+        let tenant = self.tenant(name)?;
+        let (rule_text, segment_id) = match &input.audience {
+            Audience::Rule(rule) => (rule.to_string(), String::new()),
+            Audience::Segment(segment_id) => (String::new(), segment_id.clone()),
+            Audience::Snapshot(_) => {
+                return Err(Error::invalid(
+                    "audience",
+                    "a snapshot is taken of a rule or a segment, not of a snapshot",
+                ));
+            }
+        };
+        // The audience as of now; writes that land before it is stored do
+        // not change what was taken, so writers are not held up meanwhile.
+        let members = {
+            let index = read(&tenant.index);
+            self.evaluate(&index, &input.audience, input.as_of)?
+        };
+        // The writer lock serialises snapshot ids and the limit.
         let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let (record, members) = {
+        let record = {
             let index = read(&tenant.index);
             if index.snapshots.len() >= MAX_SNAPSHOTS_PER_TENANT {
                 return Err(Error::ResourceExhausted(format!(
@@ -68,18 +84,7 @@ impl Engine {
                 Some(snapshot_id) => snapshot_id,
                 None => fresh_id(&index, now_micros),
             };
-            let (rule_text, segment_id) = match &input.audience {
-                Audience::Rule(rule) => (rule.to_string(), String::new()),
-                Audience::Segment(segment_id) => (String::new(), segment_id.clone()),
-                Audience::Snapshot(_) => {
-                    return Err(Error::invalid(
-                        "audience",
-                        "a snapshot is taken of a rule or a segment, not of a snapshot",
-                    ));
-                }
-            };
-            let members = self.evaluate(&index, &input.audience, input.as_of)?;
-            let record = SnapshotRecord {
+            SnapshotRecord {
                 snapshot_id,
                 title: input.title,
                 rule_text,
@@ -87,24 +92,19 @@ impl Engine {
                 as_of: input.as_of,
                 create_time_micros: now_micros,
                 taken_count: members.len(),
-            };
-            (record, members)
+            }
         };
 
-        let name = read(&tenant.index).tenant.clone();
         let mut bytes = Vec::with_capacity(members.serialized_size());
         members
             .serialize_into(&mut bytes)
             .map_err(|error| Error::Internal(format!("serialising a snapshot: {error}")))?;
         let mut batch = Batch::default();
         batch.insert(
-            keys::snapshot_key(&name, &record.snapshot_id),
+            keys::snapshot_key(name, &record.snapshot_id),
             encode_json(&record)?,
         );
-        batch.insert(
-            keys::snapshot_members_key(&name, &record.snapshot_id),
-            bytes,
-        );
+        batch.insert(keys::snapshot_members_key(name, &record.snapshot_id), bytes);
         self.store.commit(batch)?;
         tenant
             .index

@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 
+use crate::engine::contacts::{normalize_email, normalize_phone};
+use crate::service::convert::MAX_ID_BYTES;
+
 /// The columns of a CSV file by lower-case, trimmed header name.
 pub struct Columns {
     by_name: HashMap<String, usize>,
@@ -37,6 +40,42 @@ pub fn cell(record: &csv::StringRecord, column: Option<usize>) -> Option<String>
     let text = record.get(column?)?.trim();
     let text = text.strip_prefix('\'').unwrap_or(text).trim();
     (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// The id of a customer a file names without one: the e-mail (trimmed,
+/// lower-case), else the phone's digits as matching compares them (the
+/// phone as written when it has too few digits to be one).
+pub fn fallback_id(email: Option<&str>, phone: Option<&str>) -> Option<String> {
+    email
+        .and_then(normalize_email)
+        .or_else(|| phone.and_then(normalize_phone))
+        .or_else(|| {
+            phone
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+        })
+}
+
+/// Refuses a cell the server would refuse as an id, so that the row is
+/// reported at its line rather than failing a whole batch.
+pub fn check_id(value: &str, column: &str) -> Result<(), String> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(format!("{column} is longer than {MAX_ID_BYTES} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{column} holds control characters"));
+    }
+    Ok(())
+}
+
+/// Refuses a file whose header names none of the columns a row could be
+/// named by.
+pub fn require_any(found: &[Option<usize>], columns: &str, format: &str) -> Result<(), String> {
+    if found.iter().all(Option::is_none) {
+        return Err(format!("no {columns} column: is this a {format}?"));
+    }
+    Ok(())
 }
 
 /// A CSV error as the reason for a bad line.

@@ -1,12 +1,37 @@
 //! Event files: one JSON object per line, `{"customer": {...}}` or
 //! `{"event": {...}}`, the inner object in the proto3 JSON form of
 //! `Customer` or `Event`, exactly as in a grpcurl payload. An event without
-//! an id gets one from the file's name and the line, so that importing the
-//! same file again changes nothing.
+//! an id gets one from the file (its name and a hash of its first 64 KiB)
+//! and the line, so that importing the same file again, moved or grown by
+//! appending, changes nothing, while two files that share a name do not
+//! collide.
+
+use std::io::Read;
+use std::path::Path;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
 use crate::proto::{self, import_record};
+
+/// Bytes at the start of a file that name it in derived event ids.
+const HEAD_BYTES: u64 = 64 * 1024;
+
+/// What derived event ids start with: `name:hash`, the hash of the file's
+/// first 64 KiB (FNV-1a, stable across builds and machines).
+pub fn source_of(path: &Path) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    std::fs::File::open(path)?
+        .take(HEAD_BYTES)
+        .read_to_end(&mut head)?;
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(format!(
+        "{name}:{:016x}",
+        crate::service::token::fnv1a(&head)
+    ))
+}
 
 /// One line's record.
 pub enum Record {
@@ -22,6 +47,7 @@ pub struct LineReader {
 }
 
 impl LineReader {
+    /// A reader whose derived event ids start with `source` (see [`source_of`]).
     pub fn new(source: &str) -> Result<Self, String> {
         let pool = DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET)
             .map_err(|error| format!("the built-in descriptors do not load: {error}"))?;
@@ -46,7 +72,7 @@ impl LineReader {
             .map_err(|error| format!("not a customer or event record: {error}"))?;
         let record: proto::ImportRecord = message
             .transcode_to()
-            .map_err(|error| format!("cannot convert the record: {error}"))?;
+            .map_err(|error| format!("the record does not fit `ImportRecord`: {error}"))?;
         match record.record {
             Some(import_record::Record::Customer(customer)) => Ok(Some(Record::Customer(customer))),
             Some(import_record::Record::Event(mut event)) => {

@@ -2,7 +2,7 @@
 //! matched to customers by external id, e-mail or phone, with header names
 //! matched without case.
 
-use super::csvfile::{Columns, cell};
+use super::csvfile::{Columns, cell, check_id, require_any};
 use crate::proto::CustomerKey;
 
 /// Where each field is in one file.
@@ -13,6 +13,7 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Finds the columns; a file with no way to name a member is refused.
     pub fn new(headers: &csv::StringRecord) -> Result<Self, String> {
         let columns = Columns::new(headers);
         let layout = Layout {
@@ -20,12 +21,11 @@ impl Layout {
             email: columns.find(&["email", "email address", "e-mail"]),
             phone: columns.find(&["phone number", "phone", "phone_number"]),
         };
-        if layout.external_id.is_none() && layout.email.is_none() && layout.phone.is_none() {
-            return Err(
-                "no `External ID`, `Email` or `Phone Number` column: is this a Klaviyo list export?"
-                    .to_owned(),
-            );
-        }
+        require_any(
+            &[layout.external_id, layout.email, layout.phone],
+            "`External ID`, `Email` or `Phone Number`",
+            "Klaviyo list export",
+        )?;
         Ok(layout)
     }
 
@@ -39,19 +39,10 @@ impl Layout {
         if key.customer_id.is_empty() && key.email.is_empty() && key.phone.is_empty() {
             return Err("no external id, e-mail or phone number".to_owned());
         }
+        check_id(&key.customer_id, "the external id")?;
+        check_id(&key.email, "the e-mail")?;
+        check_id(&key.phone, "the phone number")?;
         Ok(key)
-    }
-}
-
-/// The id of a member no customer matched: its external id, else its
-/// e-mail (lower-case), else its phone, as the Shopify import names them.
-pub fn new_customer_id(key: &CustomerKey) -> String {
-    if !key.customer_id.is_empty() {
-        key.customer_id.clone()
-    } else if !key.email.is_empty() {
-        key.email.to_lowercase()
-    } else {
-        key.phone.clone()
     }
 }
 
@@ -61,7 +52,10 @@ mod tests {
 
     #[test]
     fn headers_match_without_case_and_rows_need_a_key() {
-        let text = "EMAIL,First Name,phone NUMBER\nann@example.com,Ann,\n,Bo,\n,Cy,'555 555 0101\n";
+        let long = "x".repeat(300);
+        let text = format!(
+            "EMAIL,First Name,phone NUMBER\nann@example.com,Ann,\n,Bo,\n,Cy,'555 555 0101\n{long},Di,\n"
+        );
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let layout = Layout::new(reader.headers().unwrap()).unwrap();
         let members: Vec<_> = reader
@@ -71,9 +65,7 @@ mod tests {
         assert_eq!(members[0].as_ref().unwrap().email, "ann@example.com");
         assert!(members[1].is_err());
         assert_eq!(members[2].as_ref().unwrap().phone, "555 555 0101");
-        assert_eq!(
-            new_customer_id(members[2].as_ref().unwrap()),
-            "555 555 0101"
-        );
+        let error = members[3].as_ref().unwrap_err();
+        assert!(error.contains("e-mail is longer than 256 bytes"), "{error}");
     }
 }

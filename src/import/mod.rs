@@ -57,6 +57,9 @@ pub enum ImportError {
     BadServer(String),
     #[error("{0}")]
     Usage(String),
+    /// A fault of the importer itself, not of the file or the server.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("the server refused a call: {}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
 }
@@ -112,8 +115,10 @@ struct Parsed {
     row: Result<Row, String>,
 }
 
-/// Rows handed over at a time.
+/// Rows the reader thread hands over at a time.
 const CHUNK: usize = 1_000;
+/// Skipped lines the summary lists by number.
+const LISTED_SKIPS: usize = 50;
 
 /// Runs an import as the command line asked.
 pub async fn run(args: ImportArgs) -> Result<(), ImportError> {
@@ -188,7 +193,7 @@ pub async fn run(args: ImportArgs) -> Result<(), ImportError> {
     drop(receiver);
     let read = reader
         .join()
-        .unwrap_or_else(|_| Err(ImportError::Usage("the file reader panicked".to_owned())));
+        .unwrap_or_else(|_| Err(ImportError::Internal("the file reader panicked".to_owned())));
     read?;
     outcome.map_err(|error| match error {
         ImportError::BadRow {
@@ -199,8 +204,11 @@ pub async fn run(args: ImportArgs) -> Result<(), ImportError> {
             path: args.path.clone(),
             line,
             message: format!(
-                "{reason}; the import stopped here, with the lines up to {acknowledged} applied \
-                 (--skip-bad goes on past bad lines)"
+                "{reason}; the import stopped here, {} (--skip-bad goes on past bad lines)",
+                match acknowledged {
+                    0 => "with nothing applied".to_owned(),
+                    line => format!("with the lines up to {line} applied"),
+                }
             ),
         },
         error => error,
@@ -208,7 +216,13 @@ pub async fn run(args: ImportArgs) -> Result<(), ImportError> {
 
     let mut removed = 0;
     if let (Some(list), Some(on_list)) = (&list, &on_list) {
-        removed = remove_others(&mut loader, &args.tenant, list, on_list).await?;
+        if loader.summary.skipped.is_empty() {
+            removed = remove_others(&mut loader, &args.tenant, list, on_list).await?;
+        } else {
+            // A skipped row may have named a member; taking the others off
+            // could drop them. Fix the lines and run again.
+            eprintln!("--replace: nobody was taken off the list, because lines were skipped");
+        }
     }
     progress.finish(loader.summary.rows, total_bytes);
     print_summary(&args, &loader.summary, removed, started.elapsed());
@@ -244,10 +258,10 @@ fn print_summary(args: &ImportArgs, summary: &LoadSummary, removed: u64, took: D
         let lines: Vec<String> = summary
             .skipped
             .iter()
-            .take(50)
+            .take(LISTED_SKIPS)
             .map(|(line, _)| line.to_string())
             .collect();
-        let more = if summary.skipped.len() > 50 {
+        let more = if summary.skipped.len() > LISTED_SKIPS {
             ", ..."
         } else {
             ""
@@ -297,11 +311,8 @@ fn read_file(
                 .map(|order| order.map(|order| Row::Event(cdnow::order_event(&order, time_zone))))
         })?,
         ImportFormat::EventsJsonl => {
-            let source = path
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let lines = jsonl::LineReader::new(&source).map_err(header)?;
+            let source = jsonl::source_of(path).map_err(io)?;
+            let lines = jsonl::LineReader::new(&source).map_err(ImportError::Internal)?;
             read_lines(reader, &mut emit, io, |text, line| {
                 lines.record(text, line).map(|record| {
                     record.map(|record| match record {
@@ -432,7 +443,7 @@ async fn add_members(
     }
     let batch = std::mem::take(members);
     let request = proto::MatchCustomersRequest {
-        tenant: loader_tenant(loader),
+        tenant: loader.tenant().to_owned(),
         keys: batch.iter().map(|(_, key)| key.clone()).collect(),
     };
     let matched = match loader.client().match_customers(request).await {
@@ -444,7 +455,11 @@ async fn add_members(
     for ((line, key), found) in batch.into_iter().zip(matched) {
         let customer = if found.is_empty() {
             Customer {
-                customer_id: klaviyo::new_customer_id(&key),
+                customer_id: if key.customer_id.is_empty() {
+                    csvfile::fallback_id(Some(&key.email), Some(&key.phone)).unwrap_or_default()
+                } else {
+                    key.customer_id.clone()
+                },
                 email: (!key.email.is_empty()).then(|| key.email.clone()),
                 phone: (!key.phone.is_empty()).then(|| key.phone.clone()),
                 add_klaviyo_lists: vec![list.to_owned()],
@@ -463,10 +478,6 @@ async fn add_members(
         loader.customer(line, customer).await?;
     }
     Ok(())
-}
-
-fn loader_tenant(loader: &Loader) -> String {
-    loader.tenant().to_owned()
 }
 
 /// Takes everyone off the list whom the file did not name (`--replace`).

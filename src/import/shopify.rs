@@ -4,14 +4,14 @@
 //! order, optional ones absent.
 //!
 //! - The id is `Customer ID`; without one, the e-mail (lower-case), else
-//!   the phone.
-//! - The province becomes the state for US addresses only; another country
-//!   leaves the state as it was.
+//!   the phone's digits.
+//! - The province becomes the state for US addresses only; an address in
+//!   another country clears the state; no country leaves it as it was.
 //! - `Accepts SMS Marketing` (older files: `Accepts Marketing`) sets consent;
 //!   `Total Spent` the lifetime spend; an empty cell leaves either as it was.
 //! - `Tags` replace the customer's tags (an empty cell clears them).
 
-use super::csvfile::{Columns, cell};
+use super::csvfile::{Columns, cell, check_id, fallback_id, require_any};
 use crate::proto::Customer;
 use crate::rule::values::{normalize_state, parse_amount_cents};
 
@@ -43,12 +43,11 @@ impl Layout {
             total_spent: columns.find(&["total spent"]),
             tags: columns.find(&["tags"]),
         };
-        if layout.id.is_none() && layout.email.is_none() && layout.phone.is_none() {
-            return Err(
-                "no `Customer ID`, `Email` or `Phone` column: is this a Shopify customer export?"
-                    .to_owned(),
-            );
-        }
+        require_any(
+            &[layout.id, layout.email, layout.phone],
+            "`Customer ID`, `Email` or `Phone`",
+            "Shopify customer export",
+        )?;
         Ok(layout)
     }
 
@@ -57,31 +56,42 @@ impl Layout {
         let email = cell(row, self.email);
         let phone = cell(row, self.phone).or_else(|| cell(row, self.address_phone));
         let customer_id = cell(row, self.id)
-            .or_else(|| email.as_ref().map(|email| email.to_lowercase()))
-            .or_else(|| phone.clone())
+            .or_else(|| fallback_id(email.as_deref(), phone.as_deref()))
             .ok_or("no customer id, e-mail or phone")?;
+        check_id(&customer_id, "the customer id")?;
+        for (value, column) in [(&email, "the e-mail"), (&phone, "the phone")] {
+            value
+                .as_deref()
+                .map_or(Ok(()), |value| check_id(value, column))?;
+        }
 
         let country = cell(row, self.country).map(|code| code.to_uppercase());
         let state = match (cell(row, self.province), country.as_deref()) {
             (Some(province), Some("US")) => Some(
                 normalize_state(&province)
-                    .ok_or_else(|| format!("`{province}` is not a US state or territory code"))?
+                    .ok_or_else(|| {
+                        format!("province code `{province}` is not a US state or territory")
+                    })?
                     .to_owned(),
             ),
-            _ => None,
+            (None, Some("US")) | (_, None) => None,
+            // An empty state clears it: the customer lives outside the US now.
+            (_, Some(_)) => Some(String::new()),
         };
         let opted_in = cell(row, self.consent)
             .map(|text| match text.to_lowercase().as_str() {
                 "yes" | "true" | "1" => Ok(true),
                 "no" | "false" | "0" => Ok(false),
-                _ => Err(format!("consent `{text}` is not yes or no")),
+                _ => Err(format!(
+                    "SMS consent `{text}` is not yes, no, true or false"
+                )),
             })
             .transpose()?;
         let lifetime_spend_cents = cell(row, self.total_spent)
             .map(|text| {
                 parse_amount_cents(text.trim_start_matches('$'))
                     .and_then(|cents| i64::try_from(cents).ok())
-                    .ok_or_else(|| format!("total spent `{text}` is not an amount"))
+                    .ok_or_else(|| format!("Total Spent `{text}` is not an amount"))
             })
             .transpose()?;
         let tags: Vec<String> = cell(row, self.tags)
@@ -135,7 +145,11 @@ mod tests {
         assert_eq!(ann.lifetime_spend_cents, Some(12_050));
         assert_eq!(ann.tags, ["vip", "gift"]);
         let other = rows[1].as_ref().unwrap();
-        assert_eq!(other.state, None, "a Canadian province is no state");
+        assert_eq!(
+            other.state.as_deref(),
+            Some(""),
+            "a Canadian address clears the state"
+        );
         assert_eq!(other.lifetime_spend_cents, None);
         assert!(other.tags.is_empty() && other.replace_tags);
     }

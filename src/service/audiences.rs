@@ -9,7 +9,7 @@ use tonic::{Response, Status};
 use super::convert::{self, AudienceField};
 use super::{
     DEFAULT_SEGMENT_PAGE_SIZE, MAX_SEGMENT_PAGE_SIZE, Segments, log_call, now, now_micros,
-    page_size_of, refuse, token,
+    page_size_of, refuse, size_of, token,
 };
 use crate::engine::audience::MAX_OVERLAP_AUDIENCES;
 use crate::engine::explain::MAX_EXPLAINED_SEGMENTS;
@@ -107,14 +107,14 @@ impl Segments {
             let snapshot_id = (!snapshot_id.is_empty())
                 .then(|| convert::id(&snapshot_id, "snapshot_id"))
                 .transpose()?;
-            let audience = convert::audience(audience.map(AudienceField::from))?;
+            // This request's own `snapshot_id` names the new snapshot, so
+            // the audience is one of the other three.
+            let audience = audience.ok_or_else(|| {
+                Error::invalid("audience", "give one of rule_text, rule or segment_id")
+            })?;
+            let audience = convert::audience(Some(AudienceField::from(audience)))?;
             let as_of = convert::instant(as_of.as_ref(), now())?;
-            if title.chars().count() > convert::MAX_TITLE_CHARS {
-                return Err(Error::invalid(
-                    "title",
-                    format!("longer than {} characters", convert::MAX_TITLE_CHARS),
-                ));
-            }
+            convert::check_title(&title, "title")?;
             Ok((
                 tenant,
                 SnapshotInput {
@@ -415,16 +415,7 @@ impl Segments {
             };
             let before = side(before, "before")?;
             let after = side(after, "after")?;
-            let sample = match sample_size as usize {
-                0 => DEFAULT_SAMPLE,
-                size if size > MAX_SAMPLE => {
-                    return Err(Error::invalid(
-                        "sample_size",
-                        format!("{size} is more than the largest sample, {MAX_SAMPLE}"),
-                    ));
-                }
-                size => size,
-            };
+            let sample = size_of(sample_size, DEFAULT_SAMPLE, MAX_SAMPLE, "sample_size")?;
             let instant = convert::instant(as_of.as_ref(), now())?;
             Ok((tenant, before, after, sample, instant))
         })();

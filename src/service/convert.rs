@@ -561,9 +561,14 @@ fn check_segment_id_and_title(inner_id: &str, segment_id: &str, title: &str) -> 
             ),
         ));
     }
+    check_title(title, "segment.title")
+}
+
+/// Refuses a title longer than `MAX_TITLE_CHARS`.
+pub fn check_title(title: &str, field: &str) -> Result<()> {
     if title.chars().count() > MAX_TITLE_CHARS {
         return Err(Error::invalid(
-            "segment.title",
+            field,
             format!("longer than {MAX_TITLE_CHARS} characters"),
         ));
     }

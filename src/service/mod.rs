@@ -701,11 +701,16 @@ impl SegmentService for Segments {
 }
 
 fn page_size_of(requested: u32, default: usize, max: usize) -> Result<usize> {
+    size_of(requested, default, max, "page_size")
+}
+
+/// A requested size: `default` for zero, refused above `max`.
+fn size_of(requested: u32, default: usize, max: usize, field: &str) -> Result<usize> {
     match requested as usize {
         0 => Ok(default),
         size if size > max => Err(Error::invalid(
-            "page_size",
-            format!("{size} is more than the largest page, {max}"),
+            field,
+            format!("{size} is more than the largest allowed, {max}"),
         )),
         size => Ok(size),
     }

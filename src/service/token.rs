@@ -10,14 +10,24 @@ use crate::time::Seconds;
 
 const VERSION: u8 = 1;
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// A 64-bit FNV-1a hash of the parts, each followed by a separator.
 pub fn fingerprint(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &byte in part.as_bytes().iter().chain(&[0xff]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+    parts.iter().fold(FNV_OFFSET, |hash, part| {
+        fnv1a_from(fnv1a_from(hash, part.as_bytes()), &[0xff])
+    })
+}
+
+/// The 64-bit FNV-1a hash of some bytes.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_from(FNV_OFFSET, bytes)
+}
+
+fn fnv1a_from(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash
 }
