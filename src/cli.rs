@@ -29,6 +29,34 @@ pub enum Command {
     Serve(ServeArgs),
     /// Bulk-load a file into a tenant through a running server.
     Import(ImportArgs),
+    /// Drive a running server with counts or pages for a while and report
+    /// throughput and latency percentiles.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// The server to call, as host:port or an http:// URL.
+    #[arg(long, env = "SEGMENTD_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// The tenant whose audiences are asked for.
+    #[arg(long, env = "SEGMENTD_TENANT")]
+    pub tenant: String,
+    /// A rule to ask for; give several to go round them.
+    #[arg(long = "rule", required = true)]
+    pub rules: Vec<String>,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub seconds: u64,
+    /// Ask for the first page of 1,000 ids (ResolveSegment) instead of counts.
+    #[arg(long)]
+    pub resolve: bool,
+    /// The evaluation instant (RFC 3339), for data from the past.
+    #[arg(long)]
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod import;
 pub mod index;
+pub mod load;
 pub mod proto;
 pub mod rule;
 pub mod server;

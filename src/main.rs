@@ -48,6 +48,7 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             }
             Command::Import(args) => segmentd::import::run(args).await.map_err(|e| e.to_string()),
+            Command::Load(args) => segmentd::load::run(args).await,
         }
     });
     // Storage is flushed by now; an evaluation still running on a blocking

@@ -52,6 +52,9 @@ pub fn compare(
         .rposition(|slice| !slice.is_empty())
         .map_or(0, |top| top + 1);
 
+    // Only the sides the comparison reads are accumulated.
+    let want_less = matches!(comparison, Comparison::Ne | Comparison::Lt | Comparison::Le);
+    let want_greater = matches!(comparison, Comparison::Ne | Comparison::Gt | Comparison::Ge);
     // Every stored value is below 2^width: a larger `value` exceeds them all.
     let (less, equal, greater) = if width < 64 && value >> width != 0 {
         (base.clone(), RoaringBitmap::new(), RoaringBitmap::new())
@@ -65,10 +68,14 @@ pub fn compare(
             }
             let slice = slices[bit];
             if value >> bit & 1 == 1 {
-                less |= &equal - slice;
+                if want_less {
+                    less |= &equal - slice;
+                }
                 equal &= slice;
             } else {
-                greater |= &equal & slice;
+                if want_greater {
+                    greater |= &equal & slice;
+                }
                 equal -= slice;
             }
         }

@@ -51,9 +51,7 @@ impl<'a> Evaluation<'a> {
 impl Evaluation<'_> {
     /// The live customers for whom `rule` holds.
     pub fn rule(&self, rule: &Rule) -> Result<RoaringBitmap> {
-        let mut result = self.node(rule, 0)?;
-        result &= self.index.live();
-        Ok(result)
+        self.node(rule, 0, self.index.live())
     }
 
     /// The live members of a saved segment: `(rule ∪ included) − excluded`.
@@ -111,7 +109,7 @@ impl Evaluation<'_> {
                 path.pop();
                 self.index.live() - inner?
             }
-            Rule::Predicate(predicate) => self.predicate(predicate, 0)?,
+            Rule::Predicate(predicate) => self.predicate(predicate, 0, self.index.live())?,
         };
         members &= self.index.live();
         visits.push((path.clone(), rule, members.clone()));
@@ -135,7 +133,7 @@ impl Evaluation<'_> {
             .get(segment_id)
             .ok_or_else(|| Error::NotFound(format!("segment `{segment_id}` not found")))?;
         let mut members = match &segment.rule {
-            Some(rule) => self.node(rule, depth + 1)?,
+            Some(rule) => self.node(rule, depth + 1, self.index.live())?,
             None => RoaringBitmap::new(),
         };
         members |= self.customers(&segment.record.included_customer_ids);
@@ -146,49 +144,114 @@ impl Evaluation<'_> {
         Ok(members)
     }
 
-    fn node(&self, rule: &Rule, depth: usize) -> Result<RoaringBitmap> {
+    /// The customers of `candidates` for whom `rule` holds (`candidates`
+    /// is always a subset of the live customers).
+    ///
+    /// An AND evaluates its cheapest and most selective clauses first and
+    /// hands their survivors to the next as its candidates, so the costly
+    /// clauses (bit-sliced ranges, time windows) look only at customers
+    /// still in the running; an OR hands its costly clauses only the
+    /// customers not already in.
+    fn node(&self, rule: &Rule, depth: usize, candidates: &RoaringBitmap) -> Result<RoaringBitmap> {
         match rule {
             Rule::And(children) => {
-                let mut parts = children
-                    .iter()
-                    .map(|child| self.node(child, depth))
-                    .collect::<Result<Vec<_>>>()?;
-                parts.sort_by_key(RoaringBitmap::len);
-                let mut parts = parts.into_iter();
-                let mut result = parts.next().unwrap_or_default();
-                for part in parts {
-                    if result.is_empty() {
+                let mut order: Vec<&Rule> = children.iter().collect();
+                order.sort_by_cached_key(|child| self.cost(child));
+                let mut survivors: Option<RoaringBitmap> = None;
+                for child in order {
+                    let within = survivors.as_ref().unwrap_or(candidates);
+                    let part = self.node(child, depth, within)?;
+                    let done = part.is_empty();
+                    survivors = Some(part);
+                    if done {
                         break;
                     }
-                    result &= part;
                 }
-                Ok(result)
+                Ok(survivors.unwrap_or_else(|| candidates.clone()))
             }
             Rule::Or(children) => {
+                let mut order: Vec<&Rule> = children.iter().collect();
+                order.sort_by_cached_key(|child| self.cost(child));
                 let mut result = RoaringBitmap::new();
-                for child in children {
-                    result |= self.node(child, depth)?;
+                for child in order {
+                    if self.cost(child).0 >= Cost::Window && !result.is_empty() {
+                        let rest = candidates - &result;
+                        if rest.is_empty() {
+                            break;
+                        }
+                        result |= self.node(child, depth, &rest)?;
+                    } else {
+                        result |= self.node(child, depth, candidates)?;
+                    }
                 }
                 Ok(result)
             }
-            Rule::Not(child) => Ok(self.index.live() - self.node(child, depth)?),
-            Rule::Predicate(predicate) => self.predicate(predicate, depth),
+            Rule::Not(child) => Ok(candidates - self.node(child, depth, candidates)?),
+            Rule::Predicate(predicate) => self.predicate(predicate, depth, candidates),
         }
     }
 
-    fn predicate(&self, predicate: &Predicate, depth: usize) -> Result<RoaringBitmap> {
+    /// How costly a clause is to evaluate, then how many customers it may
+    /// hold (fewer first): the order an AND evaluates its clauses in.
+    fn cost(&self, rule: &Rule) -> (Cost, u64) {
         let index = self.index;
+        match rule {
+            Rule::Predicate(predicate) => match predicate {
+                Predicate::OptedIn => (Cost::Bitmap, index.bitmap(&BitmapKey::OptedIn).len()),
+                Predicate::Set { field, values } => (
+                    Cost::Bitmap,
+                    values
+                        .iter()
+                        .map(|value| index.bitmap(&set_key(*field, value)).len())
+                        .sum(),
+                ),
+                Predicate::Customers(ids) => (Cost::Bitmap, ids.len() as u64),
+                Predicate::Answered { .. } | Predicate::Presence { .. } => (Cost::Bitmap, u64::MAX),
+                Predicate::Event {
+                    kind,
+                    broadcast,
+                    window: None,
+                } => (
+                    Cost::Bitmap,
+                    index
+                        .bitmap(&event_any_key(*kind, broadcast.as_deref()))
+                        .len(),
+                ),
+                Predicate::Segment(_) => (Cost::Segment, u64::MAX),
+                Predicate::Event { .. } => (Cost::Window, u64::MAX),
+                Predicate::Number { .. } | Predicate::Created(_) => (Cost::Range, u64::MAX),
+            },
+            Rule::Not(child) => (self.cost(child).0, u64::MAX),
+            Rule::And(children) | Rule::Or(children) => (
+                children
+                    .iter()
+                    .map(|child| self.cost(child).0)
+                    .max()
+                    .unwrap_or(Cost::Bitmap),
+                u64::MAX,
+            ),
+        }
+    }
+
+    fn predicate(
+        &self,
+        predicate: &Predicate,
+        depth: usize,
+        candidates: &RoaringBitmap,
+    ) -> Result<RoaringBitmap> {
+        let index = self.index;
+        let within = |key: &BitmapKey| index.bitmap(key) & candidates;
         Ok(match predicate {
-            Predicate::OptedIn => index.bitmap(&BitmapKey::OptedIn).clone(),
+            Predicate::OptedIn => within(&BitmapKey::OptedIn),
             Predicate::Event {
                 kind,
                 broadcast,
                 window,
             } => match window {
-                None => index
-                    .bitmap(&event_any_key(*kind, broadcast.as_deref()))
-                    .clone(),
-                Some(window) => self.event_window(*kind, broadcast.as_deref(), window)?,
+                None => within(&event_any_key(*kind, broadcast.as_deref())),
+                Some(window) => {
+                    self.event_window(*kind, broadcast.as_deref(), window, candidates)?
+                }
             },
             Predicate::Answered {
                 experience,
@@ -206,51 +269,57 @@ impl Evaluation<'_> {
                         answer: answer.clone(),
                     },
                 };
-                index.bitmap(&key).clone()
+                within(&key)
             }
             Predicate::Set { field, values } => {
                 let mut result = RoaringBitmap::new();
                 for value in values {
-                    result |= index.bitmap(&set_key(*field, value));
+                    result |= within(&set_key(*field, value));
                 }
                 result
             }
-            Predicate::Number { field, test } => self.number(*field, *test),
+            Predicate::Number { field, test } => self.number(*field, *test, candidates),
             Predicate::Created(window) => {
                 let range = time::window_range(window, index.time_zone, self.instant);
                 if range.is_empty() || range.to < 0 {
                     RoaringBitmap::new()
                 } else {
                     let test = NumberTest::Between(range.from.max(0) as u64, range.to as u64);
-                    bsi::select(index, NumberAttr::Created, index.live(), test)
+                    bsi::select(index, NumberAttr::Created, candidates, test)
                 }
             }
-            Predicate::Customers(customer_ids) => self.customers(customer_ids),
-            Predicate::Segment(segment_id) => self.segment_members(segment_id, depth)?,
+            Predicate::Customers(customer_ids) => self.customers(customer_ids) & candidates,
+            Predicate::Segment(segment_id) => self.segment_members(segment_id, depth)? & candidates,
             Predicate::Presence { field, is_set } => {
                 let present = index.bitmap(&presence_key(*field));
                 if *is_set {
-                    present.clone()
+                    present & candidates
                 } else {
-                    index.live() - present
+                    candidates - present
                 }
             }
         })
     }
 
-    fn number(&self, field: NumberField, test: NumberTest) -> RoaringBitmap {
+    /// The customers of `candidates` whose number passes `test`.
+    fn number(
+        &self,
+        field: NumberField,
+        test: NumberTest,
+        candidates: &RoaringBitmap,
+    ) -> RoaringBitmap {
         let index = self.index;
         let (attr, base) = match field {
             // Always has a value: 0 without orders.
-            NumberField::Spent => (NumberAttr::Spent, index.live()),
-            NumberField::OrderCount => (NumberAttr::OrderCount, index.live()),
+            NumberField::Spent => (NumberAttr::Spent, candidates.clone()),
+            NumberField::OrderCount => (NumberAttr::OrderCount, candidates.clone()),
             NumberField::LifetimeSpend => (
                 NumberAttr::LifetimeSpend,
-                index.bitmap(&BitmapKey::Exists(NumberAttr::LifetimeSpend)),
+                index.bitmap(&BitmapKey::Exists(NumberAttr::LifetimeSpend)) & candidates,
             ),
             NumberField::AbandonedCartValue => (
                 NumberAttr::CartValue,
-                index.bitmap(&BitmapKey::Exists(NumberAttr::CartValue)),
+                index.bitmap(&BitmapKey::Exists(NumberAttr::CartValue)) & candidates,
             ),
         };
         match test {
@@ -259,12 +328,12 @@ impl Evaluation<'_> {
                 let equal = bsi::select(
                     index,
                     attr,
-                    base,
+                    &base,
                     NumberTest::Compare(Comparison::Eq, value),
                 );
-                index.live() - equal
+                candidates - equal
             }
-            test => bsi::select(index, attr, base, test),
+            test => bsi::select(index, attr, &base, test),
         }
     }
 
@@ -276,6 +345,7 @@ impl Evaluation<'_> {
         kind: EventKind,
         broadcast: Option<&str>,
         window: &Window,
+        candidates: &RoaringBitmap,
     ) -> Result<RoaringBitmap> {
         let index = self.index;
         let tz = index.time_zone;
@@ -333,12 +403,13 @@ impl Evaluation<'_> {
 
         let data_first = time::day_of(tz, first_event);
         let data_last = time::day_of(tz, last_event);
+        result &= candidates;
         if whole_from <= data_first && whole_to >= data_last {
-            result |= index.bitmap(&event_any_key(kind, broadcast));
+            result |= index.bitmap(&event_any_key(kind, broadcast)) & candidates;
         } else {
             for day in whole_from..=whole_to {
                 if let Some(bitmap) = index.bitmaps.get(&event_day_key(kind, broadcast, day)) {
-                    result |= bitmap;
+                    result |= bitmap & candidates;
                 }
             }
         }
@@ -351,6 +422,19 @@ impl Evaluation<'_> {
             .filter_map(|customer_id| self.index.ids.get(customer_id).copied())
             .collect()
     }
+}
+
+/// Classes of evaluation cost, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Cost {
+    /// One stored bitmap (or a union of a few).
+    Bitmap,
+    /// A saved segment, evaluated once per evaluation.
+    Segment,
+    /// A time window: a union of day bitmaps and edge scans.
+    Window,
+    /// A bit-sliced range: work per candidate per bit.
+    Range,
 }
 
 /// The bitmap of one value of a set-like field.
