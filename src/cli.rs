@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// Data directory (created if missing).
     #[arg(long, env = "SEGMENTD_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
+    /// Bytes of bitmap changes a tenant gathers in its delta log before a
+    /// write folds them into the stored bitmaps (more: cheaper writes, a
+    /// longer replay at start).
+    #[arg(long, env = "SEGMENTD_CHECKPOINT_BYTES",
+          default_value_t = crate::store::delta::DEFAULT_CHECKPOINT_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_bytes: u64,
 }
 
 #[derive(Debug, clap::Args)]

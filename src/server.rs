@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::service::Segments;
+use crate::store::StoreOptions;
 
 /// Largest request message accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -40,6 +41,16 @@ pub async fn serve(
     data: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with(listener, data, StoreOptions::default(), shutdown).await
+}
+
+/// As `serve`, with storage opened with `options`.
+pub async fn serve_with(
+    listener: TcpListener,
+    data: &Path,
+    options: StoreOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener: {e}")))?;
@@ -50,7 +61,7 @@ pub async fn serve(
 
     let started = std::time::Instant::now();
     let path = data.to_owned();
-    let opening = tokio::task::spawn_blocking(move || Engine::open(&path)).await;
+    let opening = tokio::task::spawn_blocking(move || Engine::open_with(&path, options)).await;
     let engine = match opening {
         Ok(engine) => engine?,
         // sled can panic on a damaged directory; report it rather than crash.

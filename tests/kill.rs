@@ -43,6 +43,8 @@ fn free_port() -> u16 {
 fn start(data: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_segmentd"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        // Small, so that kills land on delta rows and on checkpoints alike.
+        .args(["--checkpoint-bytes", "4096"])
         .arg("--data")
         .arg(data)
         .env("RUST_LOG", "warn")

@@ -21,6 +21,7 @@ use segmentd::proto::{
     RecordEventsRequest, ResolveSegmentRequest, UpdateTenantRequest, UpsertCustomersRequest,
     count_audience_request, event, resolve_segment_request,
 };
+use segmentd::store::StoreOptions;
 use tonic::transport::Channel;
 
 /// Cases run by default; `SEGMENTD_MODEL_CASES` sets another number.
@@ -929,11 +930,19 @@ fn batches(ops: &[(Op, bool)]) -> Vec<Vec<Op>> {
     runs
 }
 
+/// A checkpoint threshold small enough that the model's small tenants both
+/// append to their bitmap delta logs and checkpoint them, so that the
+/// restart at the end reads bases and replayed deltas together.
+const CHECKPOINT_BYTES: u64 = 2048;
+
 #[test]
 fn counts_and_members_match_a_naive_model() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = runtime.block_on(TestServer::start(dir.path()));
+    let options = StoreOptions {
+        checkpoint_bytes: CHECKPOINT_BYTES,
+    };
+    let server = runtime.block_on(TestServer::start_with(dir.path(), options));
     let client = runtime.block_on(server.client());
     let case = std::sync::atomic::AtomicU32::new(0);
     // Every (tenant, rule, instant, expected count) checked, to check again
@@ -1136,7 +1145,7 @@ fn counts_and_members_match_a_naive_model() {
     );
 
     // Close, reopen, and every count reads back as the model said.
-    let server = runtime.block_on(TestServer::start(dir.path()));
+    let server = runtime.block_on(TestServer::start_with(dir.path(), options));
     let mut client = runtime.block_on(server.client());
     let checked = checked.into_inner().unwrap();
     assert!(!checked.is_empty());

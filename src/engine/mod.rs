@@ -26,8 +26,8 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::index::TenantIndex;
 use crate::index::eval::Evaluation;
-use crate::store::Store;
 use crate::store::records::TenantMeta;
+use crate::store::{Store, StoreOptions};
 use crate::time::Seconds;
 use types::{Audience, AudiencePage, CustomerUpdate, NewEvent, WriteSummary};
 use write::WriteBatch;
@@ -60,7 +60,12 @@ pub struct Engine {
 impl Engine {
     /// Opens the data directory and loads every tenant.
     pub fn open(path: &Path) -> Result<Engine> {
-        let store = Store::open(path)?;
+        Engine::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens the data directory with `options` and loads every tenant.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Engine> {
+        let store = Store::open_with(path, options)?;
         let mut tenants = HashMap::new();
         for mut snapshot in store.load()? {
             if !snapshot.meta.contacts_indexed {

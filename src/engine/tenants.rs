@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use chrono_tz::Tz;
 use roaring::RoaringBitmap;
 
-use super::write::{remove_whole, write_whole};
+use super::write::{checkpoint, remove_whole, write_whole};
 use super::{Engine, TenantInfo, read};
 use crate::error::{Error, Result};
 use crate::rule::EventKind;
@@ -51,7 +51,9 @@ impl Engine {
                     }
                 })?;
 
+                // Base rows are rewritten below, so the delta log goes first.
                 let mut batch = Batch::default();
+                checkpoint(&mut batch, &index, &HashMap::new())?;
                 for (key, bitmap) in index.bitmaps.iter().filter(|(key, _)| key.is_day()) {
                     remove_whole(&mut batch, name, key, bitmap);
                 }
@@ -73,6 +75,7 @@ impl Engine {
             index.bitmaps.extend(days);
             index.meta = meta;
             index.time_zone = time_zone;
+            index.delta_log = Default::default();
             drop(index);
             tenant.stored.store(true, Ordering::Release);
             tracing::info!(

@@ -2,7 +2,8 @@
 //! as one atomic sled batch, and only then applies it to the index.
 //!
 //! Bitmap changes are collected as per-bitmap `add` and `remove` sets, then
-//! written as the handful of 2^16-id chunks they touch. Bitmaps derived from
+//! written as one delta row (`store::delta`), or, when the log is long, as a
+//! checkpoint that rewrites every 2^16-id chunk the log touched. Bitmaps derived from
 //! customer attributes (state, tags, consent, the bit-sliced numbers) are
 //! computed at the end from each touched customer's record before and after,
 //! so every write path keeps them right the same way.
@@ -16,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::index::TenantIndex;
 use crate::index::bsi;
 use crate::rule::EventKind;
+use crate::store::delta::{self, DeltaLog, chunks_of};
+use crate::store::history::Packs;
 use crate::store::keys::{
     self, BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
 };
@@ -47,13 +50,29 @@ pub struct WriteBatch<'a> {
     new_ids: HashMap<String, u32>,
     deleted_ids: HashMap<String, u32>,
     events_seen: HashSet<String>,
+    packs: Packs,
     batch: Batch,
     pub summary: WriteSummary,
+}
+
+/// What a batch did to the delta log.
+enum LogUpdate {
+    /// It changed no bitmap.
+    Unchanged,
+    /// It added its row: write sequence, size, and the chunks it touched.
+    Appended {
+        sequence: u64,
+        bytes: usize,
+        chunks: Vec<(BitmapKey, Vec<u16>)>,
+    },
+    /// It rewrote every dirty chunk and removed the log.
+    Checkpointed,
 }
 
 /// A durable change, ready to apply to the index.
 pub struct Committed {
     meta: TenantMeta,
+    log: LogUpdate,
     bitmaps: HashMap<BitmapKey, BitmapChange>,
     new_ids: HashMap<String, u32>,
     deleted_ids: HashMap<String, u32>,
@@ -75,6 +94,7 @@ impl<'a> WriteBatch<'a> {
             new_ids: HashMap::new(),
             deleted_ids: HashMap::new(),
             events_seen: HashSet::new(),
+            packs: Packs::default(),
             batch: Batch::default(),
             summary: WriteSummary::default(),
         }
@@ -207,8 +227,7 @@ impl<'a> WriteBatch<'a> {
             let day = time::day_of(self.index.time_zone, t);
             self.set(BitmapKey::EventDay(kind, day), dense, true);
             self.set(BitmapKey::EventAny(kind), dense, true);
-            // The row's value: the batch's sequence number, then the payload.
-            let mut row = self.meta.write_sequence.to_be_bytes().to_vec();
+            let mut payload: &[u8] = &[];
             if let EventData::Click { broadcast_id } = &event.data {
                 let broadcast = broadcast_id.clone();
                 self.set(
@@ -217,12 +236,9 @@ impl<'a> WriteBatch<'a> {
                     true,
                 );
                 self.set(BitmapKey::ClickedBroadcast(broadcast), dense, true);
-                row.extend_from_slice(broadcast_id.as_bytes());
+                payload = broadcast_id.as_bytes();
             }
-            self.batch.insert(
-                keys::event_time_key(&self.index.tenant, kind, t, dense),
-                row,
-            );
+            self.packs.add(kind, t, dense, payload)?;
             let bounds = self
                 .meta
                 .event_bounds
@@ -292,15 +308,36 @@ impl<'a> WriteBatch<'a> {
                 dense.to_be_bytes(),
             );
         }
-        for (key, change) in &self.bitmaps {
-            write_chunks(
-                &mut self.batch,
-                &tenant,
-                key,
-                self.index.bitmap(key),
-                change,
+        std::mem::take(&mut self.packs).write(&mut self.batch, &tenant, self.meta.write_sequence);
+        let log = if self.bitmaps.is_empty() {
+            LogUpdate::Unchanged
+        } else {
+            let row = delta::encode(
+                self.bitmaps
+                    .iter()
+                    .map(|(key, change)| (key, &change.add, &change.remove)),
             )?;
-        }
+            let min_bytes = self.store.options().checkpoint_bytes;
+            if self.index.delta_log.wants_checkpoint(row.len(), min_bytes) {
+                checkpoint(&mut self.batch, self.index, &self.bitmaps)?;
+                LogUpdate::Checkpointed
+            } else {
+                let sequence = self.meta.write_sequence;
+                let bytes = row.len();
+                self.batch
+                    .insert(keys::bitmap_delta_key(&tenant, sequence), row);
+                let chunks = self
+                    .bitmaps
+                    .iter()
+                    .map(|(key, change)| (key.clone(), chunks_of(&(&change.add | &change.remove))))
+                    .collect();
+                LogUpdate::Appended {
+                    sequence,
+                    bytes,
+                    chunks,
+                }
+            }
+        };
         // Always written: the write sequence moves with every batch.
         self.batch
             .insert(keys::meta_key(&tenant), encode_json(&self.meta)?);
@@ -308,6 +345,7 @@ impl<'a> WriteBatch<'a> {
         self.store.commit(self.batch)?;
         Ok(Committed {
             meta: self.meta,
+            log,
             bitmaps: self.bitmaps,
             new_ids: self.new_ids,
             deleted_ids: self.deleted_ids,
@@ -496,50 +534,80 @@ impl Committed {
             index.ids.insert(customer_id, dense);
         }
         index.meta = self.meta;
+        match self.log {
+            LogUpdate::Unchanged => {}
+            LogUpdate::Appended {
+                sequence,
+                bytes,
+                chunks,
+            } => index.delta_log.append(
+                sequence,
+                bytes,
+                chunks
+                    .iter()
+                    .flat_map(|(key, chunks)| chunks.iter().map(move |&chunk| (key, chunk))),
+            ),
+            LogUpdate::Checkpointed => index.delta_log = DeltaLog::default(),
+        }
     }
 }
 
-/// Writes the chunks of `current` that `change` touches, as they will be.
-fn write_chunks(
+/// Adds a checkpoint to `batch`: every chunk that the delta log or
+/// `changes` touch, written as it will be once `changes` apply, and the
+/// removal of every delta row. The caller resets the index's log once the
+/// batch is durable.
+pub fn checkpoint(
+    batch: &mut Batch,
+    index: &TenantIndex,
+    changes: &HashMap<BitmapKey, BitmapChange>,
+) -> Result<()> {
+    let tenant = &index.tenant;
+    let no_change = BitmapChange::default();
+    for (key, chunks) in &index.delta_log.dirty {
+        let change = changes.get(key).unwrap_or(&no_change);
+        for &chunk in chunks {
+            write_chunk(batch, tenant, key, index.bitmap(key), change, chunk)?;
+        }
+    }
+    for (key, change) in changes {
+        let logged = index.delta_log.dirty.get(key);
+        for chunk in chunks_of(&(&change.add | &change.remove)) {
+            if logged.is_none_or(|chunks| !chunks.contains(&chunk)) {
+                write_chunk(batch, tenant, key, index.bitmap(key), change, chunk)?;
+            }
+        }
+    }
+    for &sequence in &index.delta_log.sequences {
+        batch.remove(keys::bitmap_delta_key(tenant, sequence));
+    }
+    Ok(())
+}
+
+/// Writes one chunk of `current` as it will be once `change` applies.
+fn write_chunk(
     batch: &mut Batch,
     tenant: &str,
     key: &BitmapKey,
     current: &RoaringBitmap,
     change: &BitmapChange,
+    chunk: u16,
 ) -> Result<()> {
-    for chunk in chunks_of(&(&change.add | &change.remove)) {
-        let (low, high) = chunk_bounds(chunk);
-        let mut window = RoaringBitmap::new();
-        window.insert_range(low..=high);
-        let mut part = current & &window;
-        part |= &change.add & &window;
-        part -= &change.remove;
-        let chunk_key = keys::bitmap_chunk_key(tenant, key, chunk);
-        if part.is_empty() {
-            batch.remove(chunk_key);
-        } else {
-            let mut bytes = Vec::with_capacity(part.serialized_size());
-            part.serialize_into(&mut bytes)
-                .map_err(|error| Error::Internal(format!("serialising a bitmap: {error}")))?;
-            batch.insert(chunk_key, bytes);
-        }
+    let (low, high) = chunk_bounds(chunk);
+    let mut window = RoaringBitmap::new();
+    window.insert_range(low..=high);
+    let mut part = current & &window;
+    part |= &change.add & &window;
+    part -= &change.remove;
+    let chunk_key = keys::bitmap_chunk_key(tenant, key, chunk);
+    if part.is_empty() {
+        batch.remove(chunk_key);
+    } else {
+        let mut bytes = Vec::with_capacity(part.serialized_size());
+        part.serialize_into(&mut bytes)
+            .map_err(|error| Error::Internal(format!("serialising a bitmap: {error}")))?;
+        batch.insert(chunk_key, bytes);
     }
     Ok(())
-}
-
-/// The chunks (high 16 bits of the ids) that a bitmap has ids in.
-fn chunks_of(bitmap: &RoaringBitmap) -> Vec<u16> {
-    let mut chunks = Vec::new();
-    let mut next = bitmap.min();
-    while let Some(id) = next {
-        let chunk = (id >> 16) as u16;
-        chunks.push(chunk);
-        next = match chunk.checked_add(1) {
-            Some(following) => bitmap.range(u32::from(following) << 16..).next(),
-            None => None,
-        };
-    }
-    chunks
 }
 
 /// Writes a whole bitmap, a chunk per key.
@@ -553,12 +621,136 @@ pub fn write_whole(
         add: bitmap.clone(),
         remove: RoaringBitmap::new(),
     };
-    write_chunks(batch, tenant, key, &RoaringBitmap::new(), &change)
+    for chunk in chunks_of(bitmap) {
+        write_chunk(batch, tenant, key, &RoaringBitmap::new(), &change, chunk)?;
+    }
+    Ok(())
 }
 
 /// Removes every stored chunk of a bitmap.
 pub fn remove_whole(batch: &mut Batch, tenant: &str, key: &BitmapKey, bitmap: &RoaringBitmap) {
     for chunk in chunks_of(bitmap) {
         batch.remove(keys::bitmap_chunk_key(tenant, key, chunk));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use roaring::RoaringBitmap;
+
+    use crate::engine::Engine;
+    use crate::engine::types::{CustomerUpdate, EventData, NewEvent};
+    use crate::store::StoreOptions;
+    use crate::store::keys::BitmapKey;
+
+    /// A small deterministic generator, so the test needs no seed crate.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn bitmaps_on_disk(engine: &Engine, tenant: &str) -> HashMap<BitmapKey, RoaringBitmap> {
+        engine.store.load_one(tenant).unwrap().unwrap().bitmaps
+    }
+
+    fn bitmaps_in_memory(engine: &Engine, tenant: &str) -> HashMap<BitmapKey, RoaringBitmap> {
+        let tenant = engine.tenant(tenant).unwrap();
+        let index = tenant.index.read().unwrap();
+        index.bitmaps.clone()
+    }
+
+    /// Every batch either appends a delta row or checkpoints; after each,
+    /// what a restart would load equals the index that the writes built in
+    /// memory, whatever the threshold (1 byte: every batch checkpoints).
+    #[test]
+    fn stored_bitmaps_match_the_index_after_every_batch() {
+        for checkpoint_bytes in [1, 20_000, 100_000, u64::MAX] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = StoreOptions { checkpoint_bytes };
+            let engine = Engine::open_with(dir.path(), options).unwrap();
+            let mut rng = Lcg(checkpoint_bytes);
+            let (mut appended, mut checkpointed) = (0, 0);
+            for batch in 0..60u64 {
+                let now = 1_800_000_000 + batch as i64 * 3_600;
+                match rng.below(10) {
+                    0 => {
+                        let ids: Vec<String> =
+                            (0..3).map(|_| format!("c{}", rng.below(200_000))).collect();
+                        engine.delete_customers("t", &ids, now).unwrap();
+                    }
+                    _ if batch % 20 == 19 => {
+                        // A new time zone rewrites the day bitmaps: a forced checkpoint.
+                        let zone = ["America/New_York", "UTC"][(batch / 20) as usize % 2];
+                        engine
+                            .set_time_zone("t", zone.parse().unwrap(), now)
+                            .unwrap();
+                    }
+                    1..=4 => {
+                        let customers = (0..40)
+                            .map(|_| CustomerUpdate {
+                                // Ids spread over several 2^16 chunks.
+                                customer_id: format!("c{}", rng.below(200_000)),
+                                opted_in: Some(rng.below(2) == 0),
+                                tags: Some(vec![format!("tag{}", rng.below(5))]),
+                                lifetime_spend_cents: Some(rng.below(100_000)),
+                                ..Default::default()
+                            })
+                            .collect();
+                        engine.upsert_customers("t", customers, now).unwrap();
+                    }
+                    _ => {
+                        let events = (0..80)
+                            .map(|n| NewEvent {
+                                event_id: format!("e{batch}-{n}"),
+                                customer_id: format!("c{}", rng.below(200_000)),
+                                time: now - rng.below(40 * 86_400) as i64,
+                                data: match rng.below(3) {
+                                    0 => EventData::Order {
+                                        value_cents: rng.below(50_000),
+                                    },
+                                    1 => EventData::Message,
+                                    _ => EventData::Click {
+                                        broadcast_id: format!("b{}", rng.below(3)),
+                                    },
+                                },
+                            })
+                            .collect();
+                        engine.record_events("t", events, now).unwrap();
+                    }
+                }
+                let log = {
+                    let tenant = engine.tenant("t").unwrap();
+                    let index = tenant.index.read().unwrap();
+                    index.delta_log.sequences.len()
+                };
+                if log == 0 {
+                    checkpointed += 1;
+                } else {
+                    appended += 1;
+                }
+                assert_eq!(
+                    bitmaps_on_disk(&engine, "t"),
+                    bitmaps_in_memory(&engine, "t"),
+                    "checkpoint_bytes {checkpoint_bytes}, after batch {batch}"
+                );
+            }
+            match checkpoint_bytes {
+                1 => assert_eq!(appended, 0),
+                u64::MAX => assert!(appended > 40, "{appended} batches appended"),
+                _ => assert!(
+                    appended > 0 && checkpointed > 0,
+                    "{appended}/{checkpointed}"
+                ),
+            }
+        }
     }
 }

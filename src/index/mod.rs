@@ -17,6 +17,7 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::store::TenantSnapshot;
+use crate::store::delta::DeltaLog;
 use crate::store::keys::BitmapKey;
 use crate::store::records::{SegmentRecord, SnapshotRecord, TenantMeta};
 
@@ -41,6 +42,8 @@ pub struct TenantIndex {
     /// Dense id to customer id; `None` once deleted. Dense ids are never reused.
     pub names: Vec<Option<Box<str>>>,
     pub bitmaps: HashMap<BitmapKey, RoaringBitmap>,
+    /// The bitmap delta rows on disk since the last checkpoint.
+    pub delta_log: DeltaLog,
     pub segments: BTreeMap<String, SavedSegment>,
     /// Snapshots, without their members (read from storage when used).
     pub snapshots: BTreeMap<String, SnapshotRecord>,
@@ -57,6 +60,7 @@ impl TenantIndex {
             ids: HashMap::new(),
             names: Vec::new(),
             bitmaps: HashMap::new(),
+            delta_log: DeltaLog::default(),
             segments: BTreeMap::new(),
             snapshots: BTreeMap::new(),
         })
@@ -77,7 +81,8 @@ impl TenantIndex {
             *slot = Some(customer_id.clone().into_boxed_str());
             index.ids.insert(customer_id, dense);
         }
-        index.bitmaps = snapshot.bitmaps.into_iter().collect();
+        index.bitmaps = snapshot.bitmaps;
+        index.delta_log = snapshot.delta_log;
         let live = index.bitmap(&BitmapKey::Live).len();
         if live != index.ids.len() as u64 {
             return Err(Error::Corrupt(format!(

@@ -10,15 +10,18 @@
 //! | `X` | customer id | dense id, u32 |
 //! | `C` | dense id | customer record, JSON |
 //! | `E` | event id | (empty): the event was applied |
-//! | `T` | event kind, time, dense id | (empty): time index of events |
+//! | `T` | event kind, time, dense id | write sequence, payload: time index of events (format 1, read only) |
+//! | `H` | event kind, UTC day, write sequence | the batch's events of that kind and day (see `history`) |
 //! | `B` | bitmap key, chunk | one 2^16-id chunk of a bitmap, roaring format |
+//! | `D` | write sequence (u64) | a batch's bitmap changes since the last checkpoint (see `delta`) |
 //! | `S` | segment id | segment record, JSON |
 //! | `K` | `e` or `p`, length (u16), e-mail or phone, dense id | (empty): customers by contact |
 //! | `P` | snapshot id | snapshot record, JSON |
 //! | `Q` | snapshot id | the snapshot's members (dense ids), roaring format |
 //!
-//! Bitmaps are stored a chunk (the ids sharing their high 16 bits) per key,
-//! so a write rewrites only the chunks it touches, never a whole bitmap.
+//! Bitmaps are stored a chunk (the ids sharing their high 16 bits) per key;
+//! a write stores only its changes as a `D` row, and a checkpoint now and
+//! then rewrites the chunks those rows touched.
 
 use crate::error::{Error, Result};
 use crate::rule::EventKind;
@@ -26,15 +29,19 @@ use crate::time::{DayNumber, Seconds};
 
 /// The key that marks a data directory as segmentd's, with its format version.
 pub const FORMAT_KEY: &[u8] = b"\0format";
-/// The storage format this build reads and writes.
-pub const FORMAT_VERSION: &[u8] = b"segmentd-storage-1";
+/// The storage format this build writes.
+pub const FORMAT_VERSION: &[u8] = b"segmentd-storage-2";
+/// An older format this build reads and upgrades: the same rows without `D`.
+pub const FORMAT_VERSION_1: &[u8] = b"segmentd-storage-1";
 
 pub const TAG_META: u8 = b'M';
 pub const TAG_EXTERNAL_ID: u8 = b'X';
 pub const TAG_CUSTOMER: u8 = b'C';
 pub const TAG_EVENT_ID: u8 = b'E';
 pub const TAG_EVENT_TIME: u8 = b'T';
+pub const TAG_EVENT_PACK: u8 = b'H';
 pub const TAG_BITMAP: u8 = b'B';
+pub const TAG_BITMAP_DELTA: u8 = b'D';
 pub const TAG_SEGMENT: u8 = b'S';
 pub const TAG_CONTACT: u8 = b'K';
 pub const TAG_SNAPSHOT: u8 = b'P';
@@ -145,6 +152,31 @@ pub fn event_time_key(tenant: &str, kind: EventKind, t: Seconds, dense: u32) -> 
     key.extend_from_slice(&ordered_time(t));
     key.extend_from_slice(&dense.to_be_bytes());
     key
+}
+
+/// The packed time-index row of one kind, UTC day and write batch.
+pub fn event_pack_key(tenant: &str, kind: EventKind, utc_day: i64, sequence: u64) -> Vec<u8> {
+    let mut key = event_pack_bound(tenant, kind, utc_day);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The first packed row of a kind's UTC day.
+pub fn event_pack_bound(tenant: &str, kind: EventKind, utc_day: i64) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_EVENT_PACK, tenant);
+    key.push(event_kind_code(kind));
+    key.extend_from_slice(&ordered_time(utc_day));
+    key
+}
+
+/// The event kind and write sequence of a packed row's key, given the part
+/// after the tenant.
+pub fn decode_event_pack(rest: &[u8]) -> Result<(EventKind, u64)> {
+    let corrupt = || corrupt_key(rest);
+    let parts: &[u8; 17] = rest.try_into().map_err(|_| corrupt())?;
+    let kind = event_kind_from_code(parts[0]).ok_or_else(corrupt)?;
+    let sequence = u64::from_be_bytes(parts[9..].try_into().map_err(|_| corrupt())?);
+    Ok((kind, sequence))
 }
 
 /// The first key at or after time `t` in a kind's time index.
@@ -444,6 +476,13 @@ pub fn bitmap_chunk_key(tenant: &str, bitmap: &BitmapKey, chunk: u16) -> Vec<u8>
     let mut key = tenant_prefix(TAG_BITMAP, tenant);
     bitmap.encode_into(&mut key);
     key.extend_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+/// The key of the bitmap delta row of write batch `sequence`.
+pub fn bitmap_delta_key(tenant: &str, sequence: u64) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_BITMAP_DELTA, tenant);
+    key.extend_from_slice(&sequence.to_be_bytes());
     key
 }
 

@@ -5,10 +5,13 @@
 //! becomes one `sled::Batch`, applied atomically and flushed to disk before
 //! the caller is answered.
 
+pub mod delta;
+pub mod history;
 pub mod keys;
 mod manifest;
 pub mod records;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,8 +20,9 @@ use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::rule::EventKind;
-use crate::time::TimeRange;
-use keys::{BitmapKey, FORMAT_KEY, FORMAT_VERSION};
+use crate::time::{Seconds, TimeRange};
+use delta::DeltaLog;
+use keys::{BitmapKey, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_1};
 use records::{CustomerRecord, SegmentRecord, SnapshotRecord, TenantMeta};
 
 /// One atomic change: every insert and removal in it is applied, or none.
@@ -35,11 +39,28 @@ impl Batch {
     }
 }
 
+/// How storage behaves; `Default` is what `segmentd serve` uses unless told.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// The bytes of bitmap delta rows a tenant may gather before a write
+    /// checkpoints them (at least; see `delta::DeltaLog::wants_checkpoint`).
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            checkpoint_bytes: delta::DEFAULT_CHECKPOINT_BYTES,
+        }
+    }
+}
+
 /// The data directory. Everything segmentd stores goes through this type,
 /// so another embedded engine could replace sled without touching the index.
 pub struct Store {
     db: sled::Db,
     path: std::path::PathBuf,
+    options: StoreOptions,
     /// Numbers commits in the order they are applied.
     commits: Mutex<u64>,
     /// When the manifest was last written, and the commits it then vouched for.
@@ -57,7 +78,9 @@ pub struct TenantSnapshot {
     pub meta: TenantMeta,
     /// (customer id, dense id) of live customers.
     pub customers: Vec<(String, u32)>,
-    pub bitmaps: Vec<(BitmapKey, RoaringBitmap)>,
+    pub bitmaps: HashMap<BitmapKey, RoaringBitmap>,
+    /// The delta rows replayed into `bitmaps`.
+    pub delta_log: DeltaLog,
     pub segments: Vec<SegmentRecord>,
     pub snapshots: Vec<SnapshotRecord>,
 }
@@ -66,6 +89,11 @@ impl Store {
     /// Opens (or creates) the data directory and checks that it holds
     /// segmentd data of a format this build reads.
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the data directory with `options`.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -82,6 +110,12 @@ impl Store {
         let fresh = db.is_empty();
         match db.get(FORMAT_KEY)? {
             Some(version) if version.as_ref() == FORMAT_VERSION => {}
+            Some(version) if version.as_ref() == FORMAT_VERSION_1 => {
+                // Version 2 adds delta rows; a version-1 build must not read them.
+                db.insert(FORMAT_KEY, FORMAT_VERSION)?;
+                db.flush()?;
+                tracing::info!(data = %path.display(), "storage format upgraded to version 2");
+            }
             Some(version) => {
                 return Err(Error::Corrupt(format!(
                     "{} holds storage format `{}`; this build reads `{}`",
@@ -125,9 +159,15 @@ impl Store {
         Ok(Store {
             db,
             path: path.to_owned(),
+            options,
             commits: Mutex::new(commits),
             manifest: Mutex::new((Instant::now(), commits)),
         })
+    }
+
+    /// How this store was opened.
+    pub fn options(&self) -> StoreOptions {
+        self.options
     }
 
     /// Applies a batch atomically and waits until it is on disk.
@@ -217,6 +257,9 @@ impl Store {
             }
         }
 
+        let mut bitmaps: HashMap<BitmapKey, RoaringBitmap> = bitmaps.into_iter().collect();
+        let delta_log = self.replay_deltas(tenant, &mut bitmaps)?;
+
         let mut segments = Vec::new();
         for row in self
             .db
@@ -240,9 +283,47 @@ impl Store {
             meta,
             customers,
             bitmaps,
+            delta_log,
             segments,
             snapshots,
         })
+    }
+
+    /// Applies a tenant's delta rows, in write order, to its base bitmaps.
+    fn replay_deltas(
+        &self,
+        tenant: &str,
+        bitmaps: &mut HashMap<BitmapKey, RoaringBitmap>,
+    ) -> Result<DeltaLog> {
+        let mut log = DeltaLog::default();
+        let prefix = keys::tenant_prefix(keys::TAG_BITMAP_DELTA, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let sequence = key[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    Error::Corrupt(format!("tenant `{tenant}`: a delta key is damaged"))
+                })?;
+            let mut touched = Vec::new();
+            delta::decode(&value, |bitmap_key, add, remove| {
+                let chunks = delta::chunks_of(&(&add | &remove));
+                let bitmap = bitmaps.entry(bitmap_key.clone()).or_default();
+                *bitmap |= add;
+                *bitmap -= remove;
+                touched.push((bitmap_key, chunks));
+            })
+            .map_err(|error| Error::Corrupt(format!("tenant `{tenant}`: {error}")))?;
+            log.append(
+                sequence,
+                value.len(),
+                touched
+                    .iter()
+                    .flat_map(|(key, chunks)| chunks.iter().map(move |&chunk| (key, chunk))),
+            );
+        }
+        bitmaps.retain(|_, bitmap| !bitmap.is_empty());
+        Ok(log)
     }
 
     /// The stored record of a customer.
@@ -334,6 +415,26 @@ impl Store {
         if range.is_empty() {
             return Ok(ids);
         }
+        let wanted = |t: Seconds, carried: &[u8]| {
+            range.from <= t && t <= range.to && payload.is_none_or(|payload| carried == payload)
+        };
+
+        let from = keys::event_pack_bound(tenant, kind, history::utc_day(range.from));
+        let to = keys::event_pack_bound(tenant, kind, history::utc_day(range.to) + 1);
+        let prefix_len = keys::tenant_prefix(keys::TAG_EVENT_PACK, tenant).len();
+        for row in self.db.range(from..to) {
+            let (key, value) = row?;
+            let (_, sequence) = keys::decode_event_pack(&key[prefix_len..])?;
+            if sequence <= last_batch {
+                history::each_entry(&value, |t, dense, carried| {
+                    if wanted(t, carried) {
+                        ids.insert(dense);
+                    }
+                })?;
+            }
+        }
+
+        // Rows of format 1, one per event.
         let from = keys::event_time_bound(tenant, kind, range.from);
         let mut to = keys::event_time_bound(tenant, kind, range.to);
         to.extend_from_slice(&[0xff; 4]);
@@ -352,8 +453,14 @@ impl Store {
     pub fn each_event(
         &self,
         tenant: &str,
-        mut visit: impl FnMut(EventKind, crate::time::Seconds, u32, &[u8]),
+        mut visit: impl FnMut(EventKind, Seconds, u32, &[u8]),
     ) -> Result<()> {
+        let prefix = keys::tenant_prefix(keys::TAG_EVENT_PACK, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let (kind, _) = keys::decode_event_pack(&key[prefix.len()..])?;
+            history::each_entry(&value, |t, dense, payload| visit(kind, t, dense, payload))?;
+        }
         let prefix = keys::tenant_prefix(keys::TAG_EVENT_TIME, tenant);
         for row in self.db.scan_prefix(&prefix) {
             let (key, value) = row?;
@@ -399,12 +506,104 @@ fn split_event_row(value: &[u8]) -> Result<(u64, &[u8])> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn row(batch: u64, payload: &[u8]) -> Vec<u8> {
         let mut value = batch.to_be_bytes().to_vec();
         value.extend_from_slice(payload);
         value
+    }
+
+    /// Clicks as (time, dense id, broadcast, batch), and one order.
+    const CLICKS: [(Seconds, u32, &[u8], u64); 4] = [
+        (100, 1, b"b1", 1),
+        (86_399, 2, b"b2", 1),
+        (86_400, 3, b"b1", 2),
+        (-1, 5, b"b1", 2),
+    ];
+
+    /// Writes the events as format-1 rows (`packed` false) or packed rows.
+    fn write_events(store: &Store, tenant: &str, packed: bool) {
+        let mut batch = Batch::default();
+        let mut packs = [history::Packs::default(), history::Packs::default()];
+        let events = CLICKS
+            .iter()
+            .map(|&(t, dense, payload, sequence)| (EventKind::Clicked, t, dense, payload, sequence))
+            .chain([(EventKind::Ordered, 120, 4, &b""[..], 1)]);
+        for (kind, t, dense, payload, sequence) in events {
+            if packed {
+                packs[sequence as usize - 1]
+                    .add(kind, t, dense, payload)
+                    .unwrap();
+            } else {
+                batch.insert(
+                    keys::event_time_key(tenant, kind, t, dense),
+                    row(sequence, payload),
+                );
+            }
+        }
+        for (n, pack) in packs.into_iter().enumerate() {
+            pack.write(&mut batch, tenant, n as u64 + 1);
+        }
+        store.commit(batch).unwrap();
+    }
+
+    #[test]
+    fn packed_and_format_1_time_indexes_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        write_events(&store, "old", false);
+        write_events(&store, "new", true);
+        // A naive filter of the events, for every range around the edges.
+        let expected = |range: TimeRange, payload: Option<&[u8]>, last_batch: u64| {
+            CLICKS
+                .iter()
+                .filter(|&&(t, _, carried, sequence)| {
+                    range.from <= t
+                        && t <= range.to
+                        && sequence <= last_batch
+                        && payload.is_none_or(|payload| payload == carried)
+                })
+                .map(|&(_, dense, _, _)| dense)
+                .collect::<BTreeSet<u32>>()
+        };
+        let times = [-86_400, -2, -1, 0, 99, 100, 101, 86_399, 86_400, 86_401];
+        for from in times {
+            for to in times {
+                for payload in [None, Some(&b"b1"[..])] {
+                    for last_batch in [0, 1, 2] {
+                        let range = TimeRange { from, to };
+                        let want = expected(range, payload, last_batch);
+                        for tenant in ["old", "new"] {
+                            let found = store
+                                .events_in(tenant, EventKind::Clicked, range, payload, last_batch)
+                                .unwrap();
+                            let found: BTreeSet<u32> = found.iter().collect();
+                            assert_eq!(
+                                found, want,
+                                "{tenant} {from}..={to} {payload:?} {last_batch}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for tenant in ["old", "new"] {
+            let mut seen = BTreeSet::new();
+            store
+                .each_event(tenant, |kind, t, dense, payload| {
+                    seen.insert((kind, t, dense, payload.to_vec()));
+                })
+                .unwrap();
+            let mut want: BTreeSet<_> = CLICKS
+                .iter()
+                .map(|&(t, dense, payload, _)| (EventKind::Clicked, t, dense, payload.to_vec()))
+                .collect();
+            want.insert((EventKind::Ordered, 120, 4, Vec::new()));
+            assert_eq!(seen, want, "{tenant}");
+        }
     }
 
     #[test]

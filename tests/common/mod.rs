@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use segmentd::proto::segment_service_client::SegmentServiceClient;
+use segmentd::store::StoreOptions;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -22,12 +23,17 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on `127.0.0.1:0` over the data directory `data`.
     pub async fn start(data: &Path) -> TestServer {
+        TestServer::start_with(data, StoreOptions::default()).await
+    }
+
+    /// Starts a server whose storage is opened with `options`.
+    pub async fn start_with(data: &Path, options: StoreOptions) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let path = data.to_owned();
         let task = tokio::spawn(async move {
-            segmentd::server::serve(listener, &path, async {
+            segmentd::server::serve_with(listener, &path, options, async {
                 let _ = stopped.await;
             })
             .await
