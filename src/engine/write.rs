@@ -18,6 +18,7 @@ use crate::index::TenantIndex;
 use crate::index::bsi;
 use crate::rule::EventKind;
 use crate::store::delta::{self, DeltaLog, chunks_of};
+use crate::store::event_ids;
 use crate::store::history::Packs;
 use crate::store::keys::{
     self, BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
@@ -51,6 +52,8 @@ pub struct WriteBatch<'a> {
     deleted_ids: HashMap<String, u32>,
     events_seen: HashSet<String>,
     packs: Packs,
+    /// The ids of the events applied, in order.
+    event_ids: Vec<String>,
     batch: Batch,
     pub summary: WriteSummary,
 }
@@ -95,6 +98,7 @@ impl<'a> WriteBatch<'a> {
             deleted_ids: HashMap::new(),
             events_seen: HashSet::new(),
             packs: Packs::default(),
+            event_ids: Vec::new(),
             batch: Batch::default(),
             summary: WriteSummary::default(),
         }
@@ -161,8 +165,7 @@ impl<'a> WriteBatch<'a> {
             return Ok(());
         }
         self.summary.recorded += 1;
-        self.batch
-            .insert(keys::event_id_key(&self.index.tenant, &event.event_id), []);
+        self.event_ids.push(event.event_id.clone());
 
         let (dense, _) = self.customer(&event.customer_id)?;
         let t = event.time;
@@ -308,7 +311,14 @@ impl<'a> WriteBatch<'a> {
                 dense.to_be_bytes(),
             );
         }
-        std::mem::take(&mut self.packs).write(&mut self.batch, &tenant, self.meta.write_sequence);
+        let sequence = self.meta.write_sequence;
+        std::mem::take(&mut self.packs).write(&mut self.batch, &tenant, sequence);
+        if !self.event_ids.is_empty() {
+            self.batch.insert(
+                keys::event_ids_key(&tenant, sequence),
+                event_ids::encode(&self.event_ids)?,
+            );
+        }
         let log = if self.bitmaps.is_empty() {
             LogUpdate::Unchanged
         } else {
@@ -343,6 +353,8 @@ impl<'a> WriteBatch<'a> {
             .insert(keys::meta_key(&tenant), encode_json(&self.meta)?);
 
         self.store.commit(self.batch)?;
+        self.store
+            .events_committed(&tenant, sequence, std::mem::take(&mut self.event_ids));
         Ok(Committed {
             meta: self.meta,
             log,

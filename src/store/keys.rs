@@ -10,6 +10,7 @@
 //! | `X` | customer id | dense id, u32 |
 //! | `C` | dense id | customer record, JSON |
 //! | `E` | event id | (empty): the event was applied |
+//! | `I` | write sequence (u64) | the batch's event ids, until they are `E` rows (see `event_ids`) |
 //! | `T` | event kind, time, dense id | write sequence, payload: time index of events (format 1, read only) |
 //! | `H` | event kind, UTC day, write sequence | the batch's events of that kind and day (see `history`) |
 //! | `B` | bitmap key, chunk | one 2^16-id chunk of a bitmap, roaring format |
@@ -38,6 +39,7 @@ pub const TAG_META: u8 = b'M';
 pub const TAG_EXTERNAL_ID: u8 = b'X';
 pub const TAG_CUSTOMER: u8 = b'C';
 pub const TAG_EVENT_ID: u8 = b'E';
+pub const TAG_EVENT_IDS: u8 = b'I';
 pub const TAG_EVENT_TIME: u8 = b'T';
 pub const TAG_EVENT_PACK: u8 = b'H';
 pub const TAG_BITMAP: u8 = b'B';
@@ -82,6 +84,13 @@ pub fn external_id_key(tenant: &str, customer_id: &str) -> Vec<u8> {
 pub fn customer_key(tenant: &str, dense: u32) -> Vec<u8> {
     let mut key = tenant_prefix(TAG_CUSTOMER, tenant);
     key.extend_from_slice(&dense.to_be_bytes());
+    key
+}
+
+/// The row of one batch's event ids, kept until they are indexed.
+pub fn event_ids_key(tenant: &str, sequence: u64) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_EVENT_IDS, tenant);
+    key.extend_from_slice(&sequence.to_be_bytes());
     key
 }
 

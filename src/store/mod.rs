@@ -6,6 +6,7 @@
 //! the caller is answered.
 
 pub mod delta;
+pub mod event_ids;
 pub mod history;
 pub mod keys;
 mod manifest;
@@ -65,6 +66,8 @@ pub struct Store {
     commits: Mutex<u64>,
     /// When the manifest was last written, and the commits it then vouched for.
     manifest: Mutex<(Instant, u64)>,
+    /// Event ids of committed batches on their way to `E` rows.
+    event_ids: event_ids::EventIds,
 }
 
 /// The key of the database's own count of commits.
@@ -157,6 +160,7 @@ impl Store {
         }
         manifest::write(path, commits)?;
         Ok(Store {
+            event_ids: event_ids::EventIds::start(db.clone())?,
             db,
             path: path.to_owned(),
             options,
@@ -194,8 +198,15 @@ impl Store {
         Ok(())
     }
 
+    /// Hands over the event ids of batch `sequence`, just committed with
+    /// their `I` row (`keys::event_ids_key`), to be indexed.
+    pub fn events_committed(&self, tenant: &str, sequence: u64, ids: Vec<String>) {
+        self.event_ids.committed(tenant, sequence, ids);
+    }
+
     /// Waits until everything written is on disk, and records it in the manifest.
     pub fn flush(&self) -> Result<()> {
+        self.event_ids.drain();
         let commits = *self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         self.db.flush()?;
         manifest::write(&self.path, commits)?;
@@ -259,6 +270,19 @@ impl Store {
 
         let mut bitmaps: HashMap<BitmapKey, RoaringBitmap> = bitmaps.into_iter().collect();
         let delta_log = self.replay_deltas(tenant, &mut bitmaps)?;
+
+        // Batches whose ids were not indexed before a crash (or a failed
+        // write): pending again, and indexed again.
+        let prefix = keys::tenant_prefix(keys::TAG_EVENT_IDS, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let sequence = key[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt(format!("tenant `{tenant}`: bad event-id row key")))?;
+            self.event_ids
+                .committed(tenant, sequence, event_ids::decode(&value)?);
+        }
 
         let mut segments = Vec::new();
         for row in self
@@ -395,7 +419,10 @@ impl Store {
 
     /// Whether an event id was applied before.
     pub fn event_seen(&self, tenant: &str, event_id: &str) -> Result<bool> {
-        Ok(self.db.contains_key(keys::event_id_key(tenant, event_id))?)
+        // Pending first: the thread inserts the `E` row before it stops
+        // holding the id as pending.
+        Ok(self.event_ids.is_pending(tenant, event_id)
+            || self.db.contains_key(keys::event_id_key(tenant, event_id))?)
     }
 
     /// The dense ids with an event of `kind` inside `range`, read from the
@@ -514,6 +541,72 @@ mod tests {
         let mut value = batch.to_be_bytes().to_vec();
         value.extend_from_slice(payload);
         value
+    }
+
+    #[test]
+    fn event_ids_left_unindexed_by_a_crash_are_seen_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..50).map(|n| format!("e{n}")).collect();
+        {
+            // A commit whose ids never reached the thread, as after a crash
+            // right after the batch became durable.
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = Batch::default();
+            batch.insert(
+                keys::meta_key("t"),
+                encode_json(&TenantMeta::default()).unwrap(),
+            );
+            batch.insert(
+                keys::event_ids_key("t", 7),
+                event_ids::encode(&ids).unwrap(),
+            );
+            store.commit(batch).unwrap();
+            assert!(!store.event_seen("t", "e0").unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        store.load().unwrap();
+        for id in &ids {
+            assert!(store.event_seen("t", id).unwrap(), "{id}");
+        }
+        assert!(!store.event_seen("t", "e50").unwrap());
+        assert!(!store.event_seen("other", "e0").unwrap());
+        // Once drained, the ids are `E` rows and the batch's row is gone.
+        store.flush().unwrap();
+        for id in &ids {
+            assert!(store.db.contains_key(keys::event_id_key("t", id)).unwrap());
+        }
+        assert!(!store.db.contains_key(keys::event_ids_key("t", 7)).unwrap());
+    }
+
+    #[test]
+    fn committed_event_ids_are_seen_at_once_and_indexed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for sequence in 1..=200u64 {
+            let ids: Vec<String> = (0..10).map(|n| format!("e{sequence}-{n}")).collect();
+            let mut batch = Batch::default();
+            batch.insert(
+                keys::event_ids_key("t", sequence),
+                event_ids::encode(&ids).unwrap(),
+            );
+            store.commit(batch).unwrap();
+            store.events_committed("t", sequence, ids);
+            // Every id so far is seen, whether the thread has got to it or not.
+            for earlier in [1, sequence / 2 + 1, sequence] {
+                assert!(store.event_seen("t", &format!("e{earlier}-9")).unwrap());
+            }
+        }
+        store.flush().unwrap();
+        let rows = store
+            .db
+            .scan_prefix(keys::tenant_prefix(keys::TAG_EVENT_IDS, "t"))
+            .count();
+        assert_eq!(rows, 0);
+        let indexed = store
+            .db
+            .scan_prefix(keys::tenant_prefix(keys::TAG_EVENT_ID, "t"))
+            .count();
+        assert_eq!(indexed, 2000);
     }
 
     /// Clicks as (time, dense id, broadcast, batch), and one order.
