@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures `segmentd import --format events-jsonl` into a local release
-# server: a generated file (scripts/gen-events-jsonl.py) imported at two
-# batch sizes into fresh tenants, each a durable RecordEvents per batch.
+# server: a generated file (scripts/gen-events-jsonl.py) imported at three
+# batch sizes (1,000; the import's default, 5,000; the most, 10,000) into
+# fresh tenants, each batch a durable RecordEvents (or UpsertCustomers).
 #
 #   scripts/bench-import.sh            # 1,000,000 events, 100,000 customers
 #   EVENTS=200000 CUSTOMERS=20000 scripts/bench-import.sh
@@ -31,7 +32,7 @@ echo "events-jsonl import, $events events after $customers customers, $(nproc) c
 echo "| batch size | customers/s | events | seconds | events/s |"
 echo "| --- | --- | --- | --- | --- |"
 rate() { sed -E 's/^imported ([0-9]+) lines .* in ([0-9.]+) s \(([0-9]+) lines\/s\).*/\1 \2 \3/'; }
-for batch in 1000 10000; do
+for batch in 1000 5000 10000; do
   import() {
     "$bin" import --server "127.0.0.1:$port" --tenant "bench-$batch" --format events-jsonl \
       --batch-size "$batch" "$1" 2>/dev/null | tail -1

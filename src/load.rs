@@ -1,14 +1,17 @@
 //! `segmentd load`: a load generator for a running server. It keeps
-//! `--concurrency` calls in flight (`CountAudience`, or `ResolveSegment`
-//! for a first page of 1,000) for `--seconds`, going round the rules given,
-//! and prints throughput and latency percentiles as a table.
+//! `--concurrency` calls in flight (`CountAudience`, `ResolveSegment` for a
+//! first page of 1,000, or `RecordEvents` batches of new events) for
+//! `--seconds`, and prints throughput and latency percentiles as a table.
 
 use std::time::{Duration, Instant};
 
 use crate::cli::LoadArgs;
+use crate::proto::segment_service_client::SegmentServiceClient;
 use crate::proto::{
-    CountAudienceRequest, ResolveSegmentRequest, count_audience_request, resolve_segment_request,
+    CountAudienceRequest, Event, RecordEventsRequest, ResolveSegmentRequest,
+    count_audience_request, event, resolve_segment_request,
 };
+use tonic::transport::Channel;
 
 /// Runs the load and prints the table.
 pub async fn run(args: LoadArgs) -> Result<(), String> {
@@ -27,6 +30,9 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     let client = crate::import::connect(&args.server)
         .await
         .map_err(|error| error.to_string())?;
+    if let Some(batch) = args.record_events {
+        return record(&args, client, batch).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
 
@@ -78,7 +84,12 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         errors.append(&mut failed);
     }
     let elapsed = started.elapsed();
-    print_table(&args, &mut latencies, elapsed);
+    print_table(&args, &mut latencies, elapsed, None);
+    first_error(&errors)
+}
+
+/// The load's outcome: an error naming the first failure, if any call failed.
+fn first_error(errors: &[tonic::Status]) -> Result<(), String> {
     if let Some(status) = errors.first() {
         return Err(format!(
             "{} calls failed; the first: {}: {}",
@@ -90,7 +101,114 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn print_table(args: &LoadArgs, latencies: &mut [Duration], elapsed: Duration) {
+/// Writes batches of new events from every client until the time is up.
+/// Event ids carry the run's start time, so each run writes new events.
+async fn record(
+    args: &LoadArgs,
+    client: SegmentServiceClient<Channel>,
+    batch: u32,
+) -> Result<(), String> {
+    let run = chrono::Utc::now().timestamp_millis();
+    let now = chrono::Utc::now().timestamp();
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..args.concurrency {
+        let mut client = client.clone();
+        let tenant = if args.tenant_per_client {
+            format!("{}-{worker}", args.tenant)
+        } else {
+            args.tenant.clone()
+        };
+        let customers = u64::from(args.customers);
+        workers.push(tokio::spawn(async move {
+            let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ (u64::from(worker) + 1));
+            let (mut latencies, mut errors, mut recorded) = (Vec::new(), Vec::new(), 0u64);
+            let mut next_id = 0u64;
+            while Instant::now() < deadline {
+                let events = (0..batch)
+                    .map(|_| {
+                        next_id += 1;
+                        synthetic_event(
+                            &mut random,
+                            customers,
+                            now,
+                            format!("load-{run}-{worker}-{next_id}"),
+                        )
+                    })
+                    .collect();
+                let request = RecordEventsRequest {
+                    tenant: tenant.clone(),
+                    events,
+                };
+                let sent = Instant::now();
+                match client.record_events(request).await {
+                    Ok(response) => {
+                        latencies.push(sent.elapsed());
+                        recorded += u64::from(response.into_inner().recorded_count);
+                    }
+                    Err(status) => errors.push(status),
+                }
+            }
+            (latencies, errors, recorded)
+        }));
+    }
+    let (mut latencies, mut errors, mut recorded) = (Vec::new(), Vec::new(), 0);
+    for worker in workers {
+        let (mut done, mut failed, count) = worker.await.map_err(|error| error.to_string())?;
+        latencies.append(&mut done);
+        errors.append(&mut failed);
+        recorded += count;
+    }
+    let elapsed = started.elapsed();
+    print_table(args, &mut latencies, elapsed, Some(recorded));
+    first_error(&errors)
+}
+
+/// An order, a message or a click by one of `customers`, some time in the
+/// 90 days before `now`. Low customer numbers are drawn more often.
+fn synthetic_event(random: &mut Random, customers: u64, now: i64, event_id: String) -> Event {
+    // The smaller of two uniform draws: a simple skew towards low numbers.
+    let customer = random.below(customers).min(random.below(customers));
+    let time = now - random.below(90 * 86_400) as i64;
+    let kind = match random.below(10) {
+        0..4 => event::Kind::Order(event::Order {
+            value_cents: 500 + random.below(20_000) as i64,
+        }),
+        4..8 => event::Kind::Message(event::Message {}),
+        _ => event::Kind::Click(event::Click {
+            broadcast_id: format!("b{}", random.below(20)),
+        }),
+    };
+    Event {
+        event_id,
+        customer_id: format!("c{customer}"),
+        time: Some(prost_types::Timestamp {
+            seconds: time,
+            nanos: 0,
+        }),
+        kind: Some(kind),
+    }
+}
+
+/// xorshift64*: enough randomness for synthetic load, and no dependency.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+fn print_table(
+    args: &LoadArgs,
+    latencies: &mut [Duration],
+    elapsed: Duration,
+    recorded: Option<u64>,
+) {
     latencies.sort_unstable();
     let at = |fraction: f64| -> String {
         if latencies.is_empty() {
@@ -100,24 +218,38 @@ fn print_table(args: &LoadArgs, latencies: &mut [Duration], elapsed: Duration) {
         format!("{:.2}", latencies[rank - 1].as_secs_f64() * 1e3)
     };
     let calls = latencies.len();
+    let seconds = elapsed.as_secs_f64();
+    let what = match (args.record_events, args.resolve) {
+        (Some(batch), _) => format!(
+            "RecordEvents ({batch} events a call, {})",
+            if args.tenant_per_client {
+                "a tenant per client"
+            } else {
+                "one tenant"
+            }
+        ),
+        (None, true) => format!("ResolveSegment (1,000 ids), {} rule(s)", args.rules.len()),
+        (None, false) => format!("CountAudience, {} rule(s)", args.rules.len()),
+    };
     println!(
-        "{} over gRPC to {}, {} in flight, {:.1} s, {} rule(s); client on {} cores",
-        if args.resolve {
-            "ResolveSegment (1,000 ids)"
-        } else {
-            "CountAudience"
-        },
+        "{what} over gRPC to {}, {} in flight, {seconds:.1} s; client on {} cores",
         args.server,
         args.concurrency,
-        elapsed.as_secs_f64(),
-        args.rules.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    println!("| calls | calls/s | p50 ms | p99 ms | p99.9 ms | max ms |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    let (events_head, events_rule, events_cell) = match recorded {
+        Some(recorded) => (
+            " events/s |",
+            " --- |",
+            format!(" {:.0} |", recorded as f64 / seconds),
+        ),
+        None => ("", "", String::new()),
+    };
+    println!("| calls | calls/s |{events_head} p50 ms | p99 ms | p99.9 ms | max ms |");
+    println!("| --- | --- |{events_rule} --- | --- | --- | --- |");
     println!(
-        "| {calls} | {:.0} | {} | {} | {} | {} |",
-        calls as f64 / elapsed.as_secs_f64(),
+        "| {calls} | {:.0} |{events_cell} {} | {} | {} | {} |",
+        calls as f64 / seconds,
         at(0.50),
         at(0.99),
         at(0.999),

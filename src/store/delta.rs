@@ -11,9 +11,9 @@
 //! in sequence order.
 //!
 //! A row's value is a format byte, the number of bitmaps (u32), then per
-//! bitmap: the key's length (u16)
-//! and encoding (`BitmapKey::encode_into`), then the added and the removed
-//! ids, each as a length (u32) and a roaring bitmap in its portable format.
+//! bitmap: the key's length (u16) and encoding (`BitmapKey::encode_into`),
+//! then the added and the removed ids, each as a length (u32) and a roaring
+//! bitmap in its portable format.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -55,7 +55,9 @@ impl DeltaLog {
     /// The log may grow to half of what a checkpoint would rewrite, so a
     /// checkpoint costs at most about twice the log's own bytes (bounded
     /// write amplification), and at least to `min_bytes`; never past a
-    /// fixed bound that keeps loading quick.
+    /// fixed bound that keeps loading quick. Whatever its bytes, a log of
+    /// `MAX_LOG_ROWS` rows checkpoints: that bound comes first for small
+    /// batches, where a checkpoint may cost more than twice the log.
     pub fn wants_checkpoint(&self, row_bytes: usize, min_bytes: u64) -> bool {
         let limit = (self.dirty_chunks * CHUNK_BYTES / 2)
             .max(min_bytes)
@@ -234,5 +236,24 @@ mod tests {
         log.append(2, 10, [(&key, 7)]);
         assert_eq!(log.dirty_chunks, 1 << 16);
         assert_eq!((log.sequences.clone(), log.bytes), (vec![1, 2], 10));
+    }
+
+    #[test]
+    fn the_row_and_byte_caps_come_before_the_limit() {
+        let key = BitmapKey::OptedIn;
+        // Dirty chunks enough for a limit far above the caps.
+        let mut many = DeltaLog::default();
+        many.append(0, 0, (0..=u16::MAX).map(|chunk| (&key, chunk)));
+        let huge = u64::MAX / 2;
+        assert!(!many.wants_checkpoint(1, huge));
+        assert!(many.wants_checkpoint((MAX_LOG_BYTES + 1) as usize, huge));
+        // Rows: the cap holds at MAX_LOG_ROWS, whatever the bytes.
+        let mut rows = DeltaLog::default();
+        for sequence in 0..MAX_LOG_ROWS as u64 - 1 {
+            rows.append(sequence, 1, [(&key, 0)]);
+        }
+        assert!(!rows.wants_checkpoint(1, huge));
+        rows.append(MAX_LOG_ROWS as u64, 1, [(&key, 0)]);
+        assert!(rows.wants_checkpoint(1, huge));
     }
 }

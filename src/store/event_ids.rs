@@ -13,7 +13,8 @@
 //! After a crash the `I` rows still on disk are pending again when their
 //! tenant is loaded, and are indexed again (inserting an `E` row twice is
 //! harmless). The queue to the thread is bounded, so a writer that outruns
-//! it waits instead of growing the pending set without end.
+//! it waits instead of growing the pending set without end; should the
+//! thread be gone, the writer indexes its ids itself.
 //!
 //! An `I` row's value is each id as a length (u16) and its bytes.
 
@@ -25,8 +26,9 @@ use std::thread::JoinHandle;
 use super::keys;
 use crate::error::{Error, Result};
 
-/// Batches that may wait for the thread before a writer waits too.
-const QUEUE: usize = 64;
+/// Batches that may wait for the thread before a writer waits too; also
+/// the most one round of the thread takes before it flushes.
+const QUEUED_BATCHES: usize = 64;
 
 /// The ids of batches committed but not yet indexed, by tenant.
 type Pending = Arc<Mutex<HashMap<String, HashSet<String>>>>;
@@ -38,11 +40,14 @@ enum Job {
         sequence: u64,
         ids: Vec<String>,
     },
-    /// Answer once every job before this one is indexed and on disk.
-    Barrier(SyncSender<()>),
+    /// Answer once every job before this one is indexed and on disk, or
+    /// with the error that keeps it from being so.
+    Barrier(SyncSender<Result<(), String>>),
 }
 
+/// The pending ids and the thread that indexes them.
 pub struct EventIds {
+    db: sled::Db,
     pending: Pending,
     queue: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -52,15 +57,16 @@ impl EventIds {
     /// Starts the indexing thread on `db`.
     pub fn start(db: sled::Db) -> Result<EventIds> {
         let pending = Pending::default();
-        let (queue, jobs) = sync_channel(QUEUE);
+        let (queue, jobs) = sync_channel(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
             .name("event-id-index".into())
             .spawn({
-                let pending = pending.clone();
+                let (db, pending) = (db.clone(), pending.clone());
                 move || run(&db, &pending, &jobs)
             })
             .map_err(|error| Error::Internal(format!("starting the event-id index: {error}")))?;
         Ok(EventIds {
+            db,
             pending,
             queue: Some(queue),
             thread: Some(thread),
@@ -83,29 +89,49 @@ impl EventIds {
             .entry(tenant.to_owned())
             .or_default()
             .extend(ids.iter().cloned());
-        self.send(Job::Index {
+        let job = Job::Index {
             tenant: tenant.to_owned(),
             sequence,
             ids,
-        });
+        };
+        if let Err(returned) = self.send(job) {
+            // Without the thread (it only stops on a panic), index here, so
+            // the pending set cannot grow without end. On failure the ids
+            // stay pending, and the `I` row stays for the next start.
+            if let Job::Index { tenant, ids, .. } = returned
+                && insert(&self.db, &tenant, &ids).is_ok()
+            {
+                unpend(&self.pending, &tenant, &ids);
+            }
+        }
     }
 
     /// Waits until every id handed over so far is an `E` row on disk.
-    pub fn drain(&self) {
+    pub fn drain(&self) -> Result<()> {
         let (done, wait) = sync_channel(1);
-        self.send(Job::Barrier(done));
-        // A thread that is gone has nothing left to finish.
-        let _ = wait.recv();
+        if self.send(Job::Barrier(done)).is_err() {
+            return Err(Error::Internal(
+                "the event-id index thread has stopped".into(),
+            ));
+        }
+        match wait.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Error::Internal(format!("indexing event ids: {error}"))),
+            Err(_) => Err(Error::Internal(
+                "the event-id index thread has stopped".into(),
+            )),
+        }
     }
 
-    fn send(&self, job: Job) {
-        if let Some(queue) = &self.queue
-            && queue.send(job).is_err()
-        {
-            // The thread ended (it only does when the queue closes, or on a
-            // panic); the ids stay pending and their `I` rows stay on disk.
+    /// Queues a job; gives it back if the thread is gone.
+    fn send(&self, job: Job) -> std::result::Result<(), Job> {
+        let Some(queue) = &self.queue else {
+            return Err(job);
+        };
+        queue.send(job).map_err(|returned| {
             tracing::error!("the event-id index thread has stopped");
-        }
+            returned.0
+        })
     }
 }
 
@@ -123,14 +149,43 @@ fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<
     pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The thread: takes the queued jobs, inserts their `E` rows, flushes once
-/// for all of them, then removes their `I` rows.
+fn unpend(pending: &Pending, tenant: &str, ids: &[String]) {
+    let mut pending = lock(pending);
+    if let Some(set) = pending.get_mut(tenant) {
+        for id in ids {
+            set.remove(id);
+        }
+        if set.is_empty() {
+            pending.remove(tenant);
+        }
+    }
+}
+
+/// The thread, in rounds: it takes up to `QUEUED_BATCHES` jobs (a barrier
+/// ends the round), inserts their `E` rows, flushes once for all of them,
+/// then removes their `I` rows. A job that fails is tried again next round.
 fn run(db: &sled::Db, pending: &Pending, jobs: &Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
+    let mut retry: Vec<Job> = Vec::new();
+    loop {
+        let mut round: Vec<Job> = std::mem::take(&mut retry);
+        if round.is_empty() {
+            match jobs.recv() {
+                Ok(job) => round.push(job),
+                // The queue is closed and empty: the store is gone.
+                Err(_) => return,
+            }
+        }
+        while round.len() < QUEUED_BATCHES
+            && !matches!(round.last(), Some(Job::Barrier(_)))
+            && let Ok(job) = jobs.try_recv()
+        {
+            round.push(job);
+        }
+
         let mut done = Vec::new();
         let mut barriers = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next {
+        let mut failure: Option<String> = None;
+        for job in round {
             match job {
                 Job::Index {
                     tenant,
@@ -139,27 +194,23 @@ fn run(db: &sled::Db, pending: &Pending, jobs: &Receiver<Job>) {
                 } => match insert(db, &tenant, &ids) {
                     Ok(()) => {
                         // Visible as `E` rows now, so no longer pending.
-                        let mut pending = lock(pending);
-                        if let Some(set) = pending.get_mut(&tenant) {
-                            for id in &ids {
-                                set.remove(id);
-                            }
-                            if set.is_empty() {
-                                pending.remove(&tenant);
-                            }
-                        }
+                        unpend(pending, &tenant, &ids);
                         done.push(keys::event_ids_key(&tenant, sequence));
                     }
                     Err(error) => {
-                        tracing::error!(tenant, sequence, %error, "cannot index event ids; they stay pending");
+                        tracing::error!(tenant, sequence, %error, "cannot index event ids");
+                        failure = Some(error.to_string());
+                        retry.push(Job::Index {
+                            tenant,
+                            sequence,
+                            ids,
+                        });
                     }
                 },
                 Job::Barrier(reply) => barriers.push(reply),
             }
-            next = jobs.try_recv().ok();
         }
-        let flushed = db.flush();
-        match flushed {
+        match db.flush() {
             Ok(_) => {
                 for key in done {
                     if let Err(error) = db.remove(key) {
@@ -167,10 +218,18 @@ fn run(db: &sled::Db, pending: &Pending, jobs: &Receiver<Job>) {
                     }
                 }
             }
-            Err(error) => tracing::error!(%error, "cannot flush the event-id index"),
+            Err(error) => {
+                // The `I` rows stay; the next start indexes them again.
+                tracing::error!(%error, "cannot flush the event-id index");
+                failure = Some(error.to_string());
+            }
         }
         for reply in barriers {
-            let _ = reply.send(());
+            let _ = reply.send(failure.clone().map_or(Ok(()), Err));
+        }
+        if !retry.is_empty() {
+            // A storage fault: give it a moment before trying again.
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 }
@@ -216,10 +275,16 @@ mod tests {
     fn ids_decode_to_what_was_encoded() {
         let ids = vec!["e1".to_owned(), String::new(), "ü".repeat(100)];
         assert_eq!(decode(&encode(&ids).unwrap()).unwrap(), ids);
+    }
+
+    #[test]
+    fn rows_cut_inside_an_id_or_a_length_are_refused() {
+        let ids = vec!["e1".to_owned(), String::new(), "ü".repeat(100)];
         let row = encode(&ids).unwrap();
-        // Every cut that ends inside an id is refused.
-        for cut in [1, 3, row.len() - 1] {
+        // Rows: [0 2 e 1] [0 0] [0 200 ...]; cuts at 4 and 6 end between ids.
+        for cut in (1..row.len()).filter(|cut| ![4, 6].contains(cut)) {
             assert!(decode(&row[..cut]).is_err(), "cut at {cut}");
         }
+        assert_eq!(decode(&row[..4]).unwrap(), ids[..1]);
     }
 }

@@ -6,8 +6,10 @@
 //! need each event's exact time. A row per event made the index the most
 //! expensive part of a write; a batch of recent events now writes a handful
 //! of rows. A read of a time range scans the rows of the UTC days it
-//! overlaps and keeps the entries inside it, so it looks at the same events
-//! as before, in fewer rows.
+//! overlaps and keeps the entries inside it. That is every event of the
+//! kind on those days (a window's edge, a part of a local day, can touch
+//! two UTC days), where a row per event let a read look at only the events
+//! inside the range: cheaper writes for somewhat dearer edge reads.
 //!
 //! An entry is the time (i64, big-endian), the dense id (u32), the payload's
 //! length (u16) and the payload (a click's broadcast id; empty otherwise).
@@ -57,10 +59,11 @@ pub fn each_entry(row: &[u8], mut visit: impl FnMut(Seconds, u32, &[u8])) -> Res
     let corrupt = || Error::Corrupt(format!("time-index row of {} bytes is damaged", row.len()));
     let mut rest = row;
     while !rest.is_empty() {
-        let (head, tail) = rest.split_first_chunk::<14>().ok_or_else(corrupt)?;
-        let t = Seconds::from_be_bytes(head[..8].try_into().map_err(|_| corrupt())?);
-        let dense = u32::from_be_bytes(head[8..12].try_into().map_err(|_| corrupt())?);
-        let length = u16::from_be_bytes([head[12], head[13]]) as usize;
+        let (time, tail) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (dense, tail) = tail.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let (length, tail) = tail.split_first_chunk::<2>().ok_or_else(corrupt)?;
+        let (t, dense) = (Seconds::from_be_bytes(*time), u32::from_be_bytes(*dense));
+        let length = u16::from_be_bytes(*length) as usize;
         let payload = tail.get(..length).ok_or_else(corrupt)?;
         visit(t, dense, payload);
         rest = &tail[length..];
@@ -73,7 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_read_back_in_the_order_added() {
+    fn entries_read_back_by_day_in_the_order_added() {
         let mut packs = Packs::default();
         let events = [(-5, 1, &b""[..]), (0, 7, b"b1"), (86_399, u32::MAX, b"")];
         for (t, dense, payload) in events {

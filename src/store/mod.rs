@@ -206,7 +206,7 @@ impl Store {
 
     /// Waits until everything written is on disk, and records it in the manifest.
     pub fn flush(&self) -> Result<()> {
-        self.event_ids.drain();
+        self.event_ids.drain()?;
         let commits = *self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         self.db.flush()?;
         manifest::write(&self.path, commits)?;
@@ -272,7 +272,8 @@ impl Store {
         let delta_log = self.replay_deltas(tenant, &mut bitmaps)?;
 
         // Batches whose ids were not indexed before a crash (or a failed
-        // write): pending again, and indexed again.
+        // write): pending again, and indexed again. After a failed write
+        // some may still be queued; indexing twice is harmless.
         let prefix = keys::tenant_prefix(keys::TAG_EVENT_IDS, tenant);
         for row in self.db.scan_prefix(&prefix) {
             let (key, value) = row?;
