@@ -286,6 +286,11 @@ impl<'a> WriteBatch<'a> {
     pub fn commit(mut self) -> Result<Committed> {
         let tenant = self.index.tenant.clone();
         for (dense, touched) in std::mem::take(&mut self.touched) {
+            // Most events leave the record as it was (a message or a click
+            // after the first event): nothing to derive or store.
+            if touched.before == touched.after {
+                continue;
+            }
             self.derive(dense, touched.before.as_ref(), touched.after.as_ref());
             super::contacts::write_contacts(
                 &mut self.batch,
