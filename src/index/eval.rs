@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 
 use super::{TenantIndex, bsi};
 use crate::error::{Error, Result};
@@ -407,10 +407,18 @@ impl Evaluation<'_> {
         if whole_from <= data_first && whole_to >= data_last {
             result |= index.bitmap(&event_any_key(kind, broadcast)) & candidates;
         } else {
-            for day in whole_from..=whole_to {
-                if let Some(bitmap) = index.bitmaps.get(&event_day_key(kind, broadcast, day)) {
-                    result |= bitmap & candidates;
-                }
+            let days = (whole_from..=whole_to)
+                .filter_map(|day| index.bitmaps.get(&event_day_key(kind, broadcast, day)));
+            // One many-way union, not a union per day: those grew the result
+            // again for every day (quadratic over a long window). Few
+            // candidates: cut each day down first; many: cut once at the end.
+            let any = index.bitmap(&event_any_key(kind, broadcast));
+            if candidates.len() < any.len() / 8 {
+                result |= days.map(|day| day & candidates).union();
+            } else {
+                let mut whole = days.union();
+                whole &= candidates;
+                result |= whole;
             }
         }
         Ok(result)
