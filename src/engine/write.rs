@@ -337,7 +337,6 @@ impl<'a> WriteBatch<'a> {
                 checkpoint(&mut self.batch, self.index, &self.bitmaps)?;
                 LogUpdate::Checkpointed
             } else {
-                let sequence = self.meta.write_sequence;
                 let bytes = row.len();
                 self.batch
                     .insert(keys::bitmap_delta_key(&tenant, sequence), row);
@@ -557,13 +556,7 @@ impl Committed {
                 sequence,
                 bytes,
                 chunks,
-            } => index.delta_log.append(
-                sequence,
-                bytes,
-                chunks
-                    .iter()
-                    .flat_map(|(key, chunks)| chunks.iter().map(move |&chunk| (key, chunk))),
-            ),
+            } => index.delta_log.append(sequence, bytes, &chunks),
             LogUpdate::Checkpointed => index.delta_log = DeltaLog::default(),
         }
     }

@@ -65,15 +65,14 @@ impl DeltaLog {
         self.bytes + row_bytes as u64 > limit || self.sequences.len() >= MAX_LOG_ROWS
     }
 
-    /// Records a row written by batch `sequence` that touched `chunks`.
-    pub fn append<'a>(
-        &mut self,
-        sequence: u64,
-        row_bytes: usize,
-        chunks: impl IntoIterator<Item = (&'a BitmapKey, u16)>,
-    ) {
+    /// Records a row written by batch `sequence` that touched, in each
+    /// bitmap, the chunks listed.
+    pub fn append(&mut self, sequence: u64, row_bytes: usize, touched: &[(BitmapKey, Vec<u16>)]) {
         self.sequences.push(sequence);
         self.bytes += row_bytes as u64;
+        let chunks = touched
+            .iter()
+            .flat_map(|(key, chunks)| chunks.iter().map(move |&chunk| (key, chunk)));
         for (key, chunk) in chunks {
             let inserted = match self.dirty.get_mut(key) {
                 Some(set) => set.insert(chunk),
@@ -229,11 +228,11 @@ mod tests {
         assert!(log.wants_checkpoint(2, 1));
         let key = BitmapKey::OptedIn;
         // Many dirty chunks raise the limit above the minimum.
-        log.append(1, 0, (0..=u16::MAX).map(|chunk| (&key, chunk)));
+        log.append(1, 0, &[(key.clone(), (0..=u16::MAX).collect())]);
         assert_eq!(log.dirty_chunks, 1 << 16);
         assert!(!log.wants_checkpoint((MIN + 1) as usize, MIN));
         // Appending the same chunk again does not count it twice.
-        log.append(2, 10, [(&key, 7)]);
+        log.append(2, 10, &[(key.clone(), vec![7])]);
         assert_eq!(log.dirty_chunks, 1 << 16);
         assert_eq!((log.sequences.clone(), log.bytes), (vec![1, 2], 10));
     }
@@ -243,17 +242,17 @@ mod tests {
         let key = BitmapKey::OptedIn;
         // Dirty chunks enough for a limit far above the caps.
         let mut many = DeltaLog::default();
-        many.append(0, 0, (0..=u16::MAX).map(|chunk| (&key, chunk)));
+        many.append(0, 0, &[(key.clone(), (0..=u16::MAX).collect())]);
         let huge = u64::MAX / 2;
         assert!(!many.wants_checkpoint(1, huge));
         assert!(many.wants_checkpoint((MAX_LOG_BYTES + 1) as usize, huge));
         // Rows: the cap holds at MAX_LOG_ROWS, whatever the bytes.
         let mut rows = DeltaLog::default();
         for sequence in 0..MAX_LOG_ROWS as u64 - 1 {
-            rows.append(sequence, 1, [(&key, 0)]);
+            rows.append(sequence, 1, &[(key.clone(), vec![0])]);
         }
         assert!(!rows.wants_checkpoint(1, huge));
-        rows.append(MAX_LOG_ROWS as u64, 1, [(&key, 0)]);
+        rows.append(MAX_LOG_ROWS as u64, 1, &[(key.clone(), vec![0])]);
         assert!(rows.wants_checkpoint(1, huge));
     }
 }

@@ -495,6 +495,13 @@ pub fn bitmap_delta_key(tenant: &str, sequence: u64) -> Vec<u8> {
     key
 }
 
+/// The write sequence of a `D` or `I` row, given the key after the tenant.
+pub fn decode_sequence(rest: &[u8]) -> Result<u64> {
+    rest.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt_key(rest))
+}
+
 /// Decodes the part of a bitmap chunk key after the tenant.
 pub fn decode_bitmap_chunk(rest: &[u8]) -> Result<(BitmapKey, u16)> {
     let (bitmap, tail) = BitmapKey::decode(rest).ok_or_else(|| corrupt_key(rest))?;

@@ -277,10 +277,7 @@ impl Store {
         let prefix = keys::tenant_prefix(keys::TAG_EVENT_IDS, tenant);
         for row in self.db.scan_prefix(&prefix) {
             let (key, value) = row?;
-            let sequence = key[prefix.len()..]
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| Error::Corrupt(format!("tenant `{tenant}`: bad event-id row key")))?;
+            let sequence = keys::decode_sequence(&key[prefix.len()..])?;
             self.event_ids
                 .committed(tenant, sequence, event_ids::decode(&value)?);
         }
@@ -324,12 +321,7 @@ impl Store {
         let prefix = keys::tenant_prefix(keys::TAG_BITMAP_DELTA, tenant);
         for row in self.db.scan_prefix(&prefix) {
             let (key, value) = row?;
-            let sequence = key[prefix.len()..]
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
-                    Error::Corrupt(format!("tenant `{tenant}`: a delta key is damaged"))
-                })?;
+            let sequence = keys::decode_sequence(&key[prefix.len()..])?;
             let mut touched = Vec::new();
             delta::decode(&value, |bitmap_key, add, remove| {
                 let chunks = delta::chunks_of(&(&add | &remove));
@@ -339,13 +331,7 @@ impl Store {
                 touched.push((bitmap_key, chunks));
             })
             .map_err(|error| Error::Corrupt(format!("tenant `{tenant}`: {error}")))?;
-            log.append(
-                sequence,
-                value.len(),
-                touched
-                    .iter()
-                    .flat_map(|(key, chunks)| chunks.iter().map(move |&chunk| (key, chunk))),
-            );
+            log.append(sequence, value.len(), &touched);
         }
         bitmaps.retain(|_, bitmap| !bitmap.is_empty());
         Ok(log)

@@ -3,10 +3,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use segmentd::proto::segment_service_client::SegmentServiceClient;
+use segmentd::proto::{ResolveSegmentRequest, resolve_segment_request};
 use segmentd::store::StoreOptions;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -59,6 +61,19 @@ impl TestServer {
             .connect()
             .await
             .unwrap()
+    }
+
+    /// The members of `rule` in `tenant`: one page, of at most 10,000.
+    pub async fn members(&self, tenant: &str, rule: &str) -> BTreeSet<String> {
+        let request = ResolveSegmentRequest {
+            tenant: tenant.into(),
+            audience: Some(resolve_segment_request::Audience::RuleText(rule.into())),
+            page_size: 10_000,
+            ..Default::default()
+        };
+        let page = self.client().await.resolve_segment(request).await;
+        let page = page.unwrap_or_else(|status| panic!("{rule}: {status}"));
+        page.into_inner().customer_ids.into_iter().collect()
     }
 
     pub fn url(&self) -> String {
