@@ -35,6 +35,9 @@ pub enum Command {
     /// Drive a running server with counts or pages for a while and report
     /// throughput and latency percentiles.
     Load(LoadArgs),
+    /// Write a synthetic merchant tenant (10M customers at scale 1, fixed
+    /// seed): as events-jsonl and CSV files, or straight into a data directory.
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +76,56 @@ pub struct LoadArgs {
     /// The evaluation instant (RFC 3339), for data from the past.
     #[arg(long)]
     pub as_of: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// The tenant's size against the full one of 10,000,000 customers and
+    /// about 30,000,000 events (0.01 gives 100,000 customers).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
+    pub scale: f64,
+    /// Customers, instead of --scale (events grow with them).
+    #[arg(long, conflicts_with = "scale", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub customers: Option<u64>,
+    /// The seed: the same seed and size give the same tenant.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write `tenant.jsonl` (events-jsonl, for `segmentd import`) and the
+    /// CSV tables for SQL engines into this directory.
+    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    pub out: Option<std::path::PathBuf>,
+    /// With --out: which files to write.
+    #[arg(long, value_enum, default_value_t = GenerateFormat::All, requires = "out")]
+    pub format: GenerateFormat,
+    /// Write the tenant straight into this data directory, through the
+    /// engine's write path, with no server (one that is serving it holds a
+    /// lock, and this stops).
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    /// With --data: the tenant to write.
+    #[arg(long, default_value = "bench", requires = "data")]
+    pub tenant: String,
+    /// With --data: records per write batch.
+    #[arg(long, default_value_t = 10_000, requires = "data",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateFormat {
+    /// `tenant.jsonl` and the CSV tables.
+    All,
+    /// `tenant.jsonl` only.
+    Jsonl,
+    /// The CSV tables only.
+    Csv,
+}
+
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale > 0.0 && scale <= 10.0 => Ok(scale),
+        _ => Err("a number above 0 and at most 10".to_owned()),
+    }
 }
 
 #[derive(Debug, clap::Args)]

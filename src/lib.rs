@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod import;
 pub mod index;
 pub mod load;

@@ -57,6 +57,11 @@ fn main() -> ExitCode {
             }
             Command::Import(args) => segmentd::import::run(args).await.map_err(|e| e.to_string()),
             Command::Load(args) => segmentd::load::run(args).await,
+            Command::Generate(args) => {
+                tokio::task::spawn_blocking(move || segmentd::generate::run(args))
+                    .await
+                    .map_err(|error| error.to_string())?
+            }
         }
     });
     // Storage is flushed by now; an evaluation still running on a blocking

@@ -97,6 +97,7 @@ impl Store {
 
     /// Opens (or creates) the data directory with `options`.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store> {
+        let started = Instant::now();
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -110,6 +111,7 @@ impl Store {
                 }
                 error => Error::Corrupt(format!("cannot open {}: {error}", path.display())),
             })?;
+        tracing::debug!(millis = started.elapsed().as_millis() as u64, "sled open");
         let fresh = db.is_empty();
         match db.get(FORMAT_KEY)? {
             Some(version) if version.as_ref() == FORMAT_VERSION => {}
@@ -238,6 +240,7 @@ impl Store {
     }
 
     fn load_tenant(&self, tenant: &str, meta: TenantMeta) -> Result<TenantSnapshot> {
+        let started = Instant::now();
         let mut customers = Vec::new();
         let prefix = keys::tenant_prefix(keys::TAG_EXTERNAL_ID, tenant);
         for row in self.db.scan_prefix(&prefix) {
@@ -247,6 +250,7 @@ impl Store {
             customers.push((customer_id.to_owned(), decode_u32(&value)?));
         }
 
+        let customers_read = started.elapsed();
         let mut bitmaps: Vec<(BitmapKey, RoaringBitmap)> = Vec::new();
         let prefix = keys::tenant_prefix(keys::TAG_BITMAP, tenant);
         for row in self.db.scan_prefix(&prefix) {
@@ -269,7 +273,17 @@ impl Store {
         }
 
         let mut bitmaps: HashMap<BitmapKey, RoaringBitmap> = bitmaps.into_iter().collect();
+        let bitmaps_read = started.elapsed();
         let delta_log = self.replay_deltas(tenant, &mut bitmaps)?;
+        tracing::debug!(
+            tenant,
+            customers = customers.len(),
+            bitmaps = bitmaps.len(),
+            customers_millis = customers_read.as_millis() as u64,
+            bitmaps_millis = (bitmaps_read - customers_read).as_millis() as u64,
+            deltas_millis = (started.elapsed() - bitmaps_read).as_millis() as u64,
+            "tenant read"
+        );
 
         // Batches whose ids were not indexed before a crash (or a failed
         // write): pending again, and indexed again. After a failed write
