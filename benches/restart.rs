@@ -2,8 +2,7 @@
 //! memory, the work `serve` does before it turns SERVING.
 //!
 //!     SEGMENTD_BENCH_CUSTOMERS=1000000 cargo bench --bench restart
-
-use std::time::Instant;
+//!     SEGMENTD_BENCH_DATA=/path/to/data cargo bench --bench restart
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use segmentd::engine::Engine;
@@ -11,24 +10,16 @@ use segmentd::engine::Engine;
 mod common;
 
 fn restart(c: &mut Criterion) {
-    let customers = common::customers(200_000);
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let engine = Engine::open(dir.path()).unwrap();
-        let started = Instant::now();
-        common::build(&engine, customers);
-        println!(
-            "tenant: {customers} customers, {} orders, built in {:.0} s; machine: {} cores",
-            customers * 3,
-            started.elapsed().as_secs_f64(),
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
-        engine.flush().unwrap();
-    }
+    let (engine, dir) = common::open();
+    drop(engine);
+    let path = match &dir {
+        Some(dir) => dir.path().to_owned(),
+        None => std::env::var("SEGMENTD_BENCH_DATA").unwrap().into(),
+    };
     let mut group = c.benchmark_group("restart");
     group.sample_size(10);
     group.bench_function("open_and_load", |b| {
-        b.iter(|| drop(Engine::open(dir.path()).unwrap()))
+        b.iter(|| drop(Engine::open(&path).unwrap()))
     });
     group.finish();
 }

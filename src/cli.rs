@@ -144,6 +144,12 @@ pub struct ServeArgs {
           default_value_t = crate::store::delta::DEFAULT_CHECKPOINT_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_bytes: u64,
+    /// MiB of sled's page cache. The index (bitmaps, customer ids) is held
+    /// apart from it, so resident memory is about this plus the index.
+    #[arg(long, env = "SEGMENTD_CACHE_MIB",
+          default_value_t = crate::store::DEFAULT_CACHE_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    pub cache_mib: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -604,6 +604,9 @@ fn write_engine(
         }
         Ok::<(), String>(())
     })?;
+    engine
+        .checkpoint_all(end)
+        .map_err(|e| format!("checkpointing tenant `{tenant}`: {e}"))?;
     engine.flush().map_err(|e| e.to_string())?;
     progress.done();
     Ok(())

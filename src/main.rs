@@ -50,6 +50,7 @@ fn main() -> ExitCode {
                     .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
                 let options = segmentd::store::StoreOptions {
                     checkpoint_bytes: args.checkpoint_bytes,
+                    cache_bytes: args.cache_mib << 20,
                 };
                 segmentd::server::serve_with(listener, &args.data, options, shutdown)
                     .await

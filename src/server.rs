@@ -126,9 +126,21 @@ pub async fn serve_with(
         .map_err(|e| Error::Internal(format!("server: {e}")))?;
 
     let flushing = engine.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
-        .await
-        .map_err(|e| Error::Internal(format!("flushing storage: {e}")))??;
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match flushing.checkpoint_all(chrono::Utc::now().timestamp()) {
+            Ok(tenants) => tracing::info!(
+                tenants,
+                millis = started.elapsed().as_millis() as u64,
+                "delta logs folded into the stored bitmaps"
+            ),
+            // The logs stay and are replayed at the next start.
+            Err(error) => tracing::warn!(%error, "cannot fold the delta logs"),
+        }
+        flushing.flush()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("flushing storage: {e}")))??;
     tracing::info!("storage flushed; stopped");
     Ok(())
 }

@@ -941,6 +941,7 @@ fn counts_and_members_match_a_naive_model() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         checkpoint_bytes: CHECKPOINT_BYTES,
+        ..StoreOptions::default()
     };
     let server = runtime.block_on(TestServer::start_with(dir.path(), options));
     let client = runtime.block_on(server.client());

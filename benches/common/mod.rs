@@ -1,74 +1,97 @@
-//! A synthetic tenant for the benchmarks, generated with a fixed seed and
-//! loaded through the engine's own write path.
+//! The tenant the benchmarks measure: `segmentd generate`'s synthetic
+//! merchant, either opened from a data directory it wrote
+//! (`SEGMENTD_BENCH_DATA`, tenant `bench`) or generated into a temporary one
+//! (`SEGMENTD_BENCH_CUSTOMERS`, default 200,000) through the engine's write
+//! path, as `segmentd generate --data` does.
 
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+use std::time::Instant;
+
 use segmentd::engine::Engine;
-use segmentd::engine::types::{CustomerUpdate, EventData, NewEvent};
+use segmentd::generate::{Config, DEFAULT_END, Generator};
 
-const STATES: [&str; 8] = ["CA", "TX", "FL", "NY", "PA", "IL", "OH", "GA"];
-const DAY: i64 = 86_400;
-/// 2026-01-01T00:00:00Z, the end of the generated history.
-pub const END: i64 = 1_767_225_600;
+pub const TENANT: &str = "bench";
+/// The evaluation instant: the last second of the generated history.
+pub const AS_OF: i64 = DEFAULT_END - 1;
 
-/// A small deterministic generator (xorshift64*), so runs are comparable.
-struct Seeded(u64);
+/// Rules from one clause to ten: AND, OR and NOT, windows and amounts.
+pub const RULES: [(&str, &str); 5] = [
+    ("1_clause", "opted_in"),
+    (
+        "3_clauses",
+        "opted_in AND state IN (\"CA\", \"TX\", \"NY\") AND NOT tag = \"tag-000\"",
+    ),
+    (
+        "5_clauses_window_amount",
+        "opted_in AND state IN (\"CA\", \"TX\", \"FL\", \"NY\") AND ordered WITHIN 30d \
+         AND lifetime_spend BETWEEN 50 AND 500 AND NOT tag = \"tag-000\"",
+    ),
+    (
+        "answer_and_lists",
+        "answered(\"fit-quiz\", \"size\", \"M\") AND klaviyo_list IN (\"list-00\", \"list-03\")",
+    ),
+    (
+        "10_clauses",
+        "(state = \"CA\" OR tag = \"tag-002\") AND NOT ordered WITHIN 30d \
+         AND spent BETWEEN 50 AND 500 AND opted_in AND created SINCE 2025-06-01 \
+         AND order_count >= 2 AND NOT tag = \"tag-000\" AND lifetime_spend < 5000 \
+         AND ordered BEFORE 2025-12-01 AND clicked WITHIN 90d",
+    ),
+];
 
-impl Seeded {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+/// The engine over the benchmark tenant, and the temporary directory that
+/// holds it when it was generated here.
+pub fn open() -> (Engine, Option<tempfile::TempDir>) {
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::consts::ARCH
+    );
+    if let Ok(dir) = std::env::var("SEGMENTD_BENCH_DATA") {
+        let started = Instant::now();
+        let engine = Engine::open(&PathBuf::from(&dir)).unwrap();
+        let customers = engine.tenant_info(TENANT).unwrap().customer_count;
+        println!(
+            "tenant: {customers} customers from {dir}, opened in {:.1} s; machine: {machine}",
+            started.elapsed().as_secs_f64()
+        );
+        return (engine, None);
     }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-pub fn build(engine: &Engine, customers: u64) {
-    let mut rng = Seeded(0x5eed);
-    let now = END;
-    for start in (0..customers).step_by(10_000) {
-        let batch: Vec<CustomerUpdate> = (start..(start + 10_000).min(customers))
-            .map(|i| CustomerUpdate {
-                customer_id: format!("c{i}"),
-                state: Some(Some(
-                    STATES[rng.below(STATES.len() as u64) as usize].to_owned(),
-                )),
-                tags: Some(vec![format!("t{}", rng.below(20) * rng.below(10))]),
-                opted_in: Some(rng.below(10) < 6),
-                lifetime_spend_cents: Some(rng.below(50_000) * rng.below(20)),
-                ..CustomerUpdate::default()
-            })
-            .collect();
-        engine.upsert_customers("bench", batch, now).unwrap();
-    }
-    let orders = customers * 3;
-    let mut event = 0u64;
-    while event < orders {
-        let batch: Vec<NewEvent> = (0..10_000.min(orders - event))
-            .map(|_| {
-                event += 1;
-                NewEvent {
-                    event_id: format!("o{event}"),
-                    customer_id: format!("c{}", rng.below(customers)),
-                    time: END - rng.below(730) as i64 * DAY - rng.below(DAY as u64) as i64,
-                    data: EventData::Order {
-                        value_cents: 500 + rng.below(20_000),
-                    },
-                }
-            })
-            .collect();
-        engine.record_events("bench", batch, now).unwrap();
-    }
-}
-
-/// The tenant size from `SEGMENTD_BENCH_CUSTOMERS`, or `default`.
-pub fn customers(default: u64) -> u64 {
-    std::env::var("SEGMENTD_BENCH_CUSTOMERS")
+    let customers = std::env::var("SEGMENTD_BENCH_CUSTOMERS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let started = Instant::now();
+    build(&engine, customers);
+    println!(
+        "tenant: {customers} customers generated in {:.0} s; machine: {machine}",
+        started.elapsed().as_secs_f64()
+    );
+    (engine, Some(dir))
+}
+
+/// Writes the generated tenant through the engine in batches of 10,000.
+pub fn build(engine: &Engine, customers: u64) {
+    let generator = Generator::new(Config {
+        customers,
+        ..Config::scaled(1.0, 1)
+    });
+    let ids: Vec<u64> = (0..customers).collect();
+    for chunk in ids.chunks(10_000) {
+        let batch = chunk
+            .iter()
+            .map(|&i| generator.customer(i).update())
+            .collect();
+        engine.upsert_customers(TENANT, batch, AS_OF).unwrap();
+    }
+    let events: Vec<_> = generator.events().collect();
+    for chunk in events.chunks(10_000) {
+        engine.record_events(TENANT, chunk.to_vec(), AS_OF).unwrap();
+    }
+    engine.checkpoint_all(AS_OF).unwrap();
+    engine.flush().unwrap();
 }

@@ -230,7 +230,6 @@ pub(super) fn live_customer(index: &TenantIndex, customer_id: &str) -> Result<u3
     index
         .ids
         .get(customer_id)
-        .copied()
         .ok_or_else(|| Error::NotFound(format!("customer `{customer_id}` not found")))
 }
 

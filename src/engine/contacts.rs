@@ -71,7 +71,7 @@ impl Engine {
         wanted
             .iter()
             .map(|key| {
-                if !key.customer_id.is_empty() && index.ids.contains_key(&key.customer_id) {
+                if !key.customer_id.is_empty() && index.ids.contains(&key.customer_id) {
                     return Ok(Some(key.customer_id.clone()));
                 }
                 if let Some(found) = by_contact(ContactKind::Email, normalize_email(&key.email))? {

@@ -8,7 +8,7 @@
 //! computed at the end from each touched customer's record before and after,
 //! so every write path keeps them right the same way.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use roaring::RoaringBitmap;
 
@@ -16,6 +16,7 @@ use super::types::{CustomerUpdate, EventData, NewEvent, WriteSummary};
 use crate::error::{Error, Result};
 use crate::index::TenantIndex;
 use crate::index::bsi;
+use crate::index::cache::Family;
 use crate::rule::EventKind;
 use crate::store::delta::{self, DeltaLog, chunks_of};
 use crate::store::event_ids;
@@ -23,6 +24,7 @@ use crate::store::history::Packs;
 use crate::store::keys::{
     self, BitmapKey, NumberAttr, PRESENT_KLAVIYO_LIST, PRESENT_STATE, PRESENT_TAG, PRESENT_TIMEZONE,
 };
+use crate::store::names;
 use crate::store::records::{AnswerRecord, CustomerRecord, TenantMeta};
 use crate::store::{Batch, Store, chunk_bounds, encode_json};
 use crate::time::{self, Seconds};
@@ -55,6 +57,10 @@ pub struct WriteBatch<'a> {
     /// The ids of the events applied, in order.
     event_ids: Vec<String>,
     batch: Batch,
+    /// Fold the delta log into the stored bitmaps whatever its size.
+    force_checkpoint: bool,
+    /// Kinds of the events recorded, for the clause cache.
+    event_kinds: BTreeSet<EventKind>,
     pub summary: WriteSummary,
 }
 
@@ -79,6 +85,7 @@ pub struct Committed {
     bitmaps: HashMap<BitmapKey, BitmapChange>,
     new_ids: HashMap<String, u32>,
     deleted_ids: HashMap<String, u32>,
+    event_kinds: BTreeSet<EventKind>,
     pub summary: WriteSummary,
 }
 
@@ -100,6 +107,8 @@ impl<'a> WriteBatch<'a> {
             packs: Packs::default(),
             event_ids: Vec::new(),
             batch: Batch::default(),
+            force_checkpoint: false,
+            event_kinds: BTreeSet::new(),
             summary: WriteSummary::default(),
         }
     }
@@ -242,6 +251,7 @@ impl<'a> WriteBatch<'a> {
                 payload = broadcast_id.as_bytes();
             }
             self.packs.add(kind, t, dense, payload)?;
+            self.event_kinds.insert(kind);
             let bounds = self
                 .meta
                 .event_bounds
@@ -282,6 +292,12 @@ impl<'a> WriteBatch<'a> {
         Ok(())
     }
 
+    /// Makes this batch rewrite every chunk the delta log touched and drop
+    /// the log, so that the next start has nothing to replay.
+    pub fn checkpoint_now(&mut self) {
+        self.force_checkpoint = true;
+    }
+
     /// Writes the batch to disk, atomically and durably.
     pub fn commit(mut self) -> Result<Committed> {
         let tenant = self.index.tenant.clone();
@@ -305,17 +321,7 @@ impl<'a> WriteBatch<'a> {
                 None => self.batch.remove(key),
             }
         }
-        // Removals first: a later operation on the same key wins in a batch.
-        for customer_id in self.deleted_ids.keys() {
-            self.batch
-                .remove(keys::external_id_key(&tenant, customer_id));
-        }
-        for (customer_id, dense) in &self.new_ids {
-            self.batch.insert(
-                keys::external_id_key(&tenant, customer_id),
-                dense.to_be_bytes(),
-            );
-        }
+        self.write_names(&tenant)?;
         let sequence = self.meta.write_sequence;
         std::mem::take(&mut self.packs).write(&mut self.batch, &tenant, sequence);
         if !self.event_ids.is_empty() {
@@ -324,7 +330,12 @@ impl<'a> WriteBatch<'a> {
                 event_ids::encode(&self.event_ids)?,
             );
         }
-        let log = if self.bitmaps.is_empty() {
+        let forced = self.force_checkpoint
+            && !(self.index.delta_log.sequences.is_empty() && self.bitmaps.is_empty());
+        let log = if forced {
+            checkpoint(&mut self.batch, self.index, &self.bitmaps)?;
+            LogUpdate::Checkpointed
+        } else if self.bitmaps.is_empty() {
             LogUpdate::Unchanged
         } else {
             let row = delta::encode(
@@ -365,6 +376,7 @@ impl<'a> WriteBatch<'a> {
             bitmaps: self.bitmaps,
             new_ids: self.new_ids,
             deleted_ids: self.deleted_ids,
+            event_kinds: self.event_kinds,
             summary: self.summary,
         })
     }
@@ -393,6 +405,27 @@ impl<'a> WriteBatch<'a> {
         Ok((dense, true))
     }
 
+    /// Rewrites the customer-id chunks that new customers fall in (the
+    /// newest ones: dense ids only grow), from the live names in memory.
+    fn write_names(&mut self, tenant: &str) -> Result<()> {
+        let chunks: BTreeSet<u32> = self.new_ids.values().map(|&d| names::chunk_of(d)).collect();
+        for chunk in chunks {
+            let mut entries: Vec<(u32, &str)> = names::dense_ids(chunk)
+                .filter_map(|dense| self.index.ids.name(dense).map(|name| (dense, name)))
+                .filter(|(_, name)| !self.deleted_ids.contains_key(*name))
+                .collect();
+            entries.extend(
+                self.new_ids
+                    .iter()
+                    .filter(|&(_, &dense)| names::chunk_of(dense) == chunk)
+                    .map(|(name, &dense)| (dense, name.as_str())),
+            );
+            let row = names::encode(entries.into_iter())?;
+            self.batch.insert(keys::names_key(tenant, chunk), row);
+        }
+        Ok(())
+    }
+
     fn lookup(&self, customer_id: &str) -> Option<u32> {
         if let Some(&dense) = self.new_ids.get(customer_id) {
             return Some(dense);
@@ -400,7 +433,7 @@ impl<'a> WriteBatch<'a> {
         if self.deleted_ids.contains_key(customer_id) {
             return None;
         }
-        self.index.ids.get(customer_id).copied()
+        self.index.ids.get(customer_id)
     }
 
     /// The record of a live customer, loaded from storage on first touch.
@@ -530,7 +563,16 @@ impl<'a> WriteBatch<'a> {
 impl Committed {
     /// Applies the durable change to the in-memory index.
     pub fn apply(self, index: &mut TenantIndex) {
+        let sequence = self.meta.write_sequence;
+        // An event changes what a window reads even when its customer was
+        // already in the day's bitmap (the edges of a window read the events).
+        for &kind in &self.event_kinds {
+            index.versions.bump(Family::Event(kind), sequence);
+        }
         for (key, change) in self.bitmaps {
+            if let Some(family) = Family::of(&key) {
+                index.versions.bump(family, sequence);
+            }
             let bitmap = index.bitmaps.entry(key.clone()).or_default();
             *bitmap |= change.add;
             *bitmap -= change.remove;
@@ -538,16 +580,11 @@ impl Committed {
                 index.bitmaps.remove(&key);
             }
         }
-        for (customer_id, dense) in self.deleted_ids {
+        for (customer_id, _) in self.deleted_ids {
             index.ids.remove(&customer_id);
-            if let Some(slot) = index.names.get_mut(dense as usize) {
-                *slot = None;
-            }
         }
-        index.names.resize(self.meta.next_dense as usize, None);
         for (customer_id, dense) in self.new_ids {
-            index.names[dense as usize] = Some(customer_id.clone().into_boxed_str());
-            index.ids.insert(customer_id, dense);
+            index.ids.insert(&customer_id, dense);
         }
         index.meta = self.meta;
         match self.log {
@@ -685,7 +722,10 @@ mod tests {
     fn stored_bitmaps_match_the_index_after_every_batch() {
         for checkpoint_bytes in [1, 20_000, 100_000, u64::MAX] {
             let dir = tempfile::tempdir().unwrap();
-            let options = StoreOptions { checkpoint_bytes };
+            let options = StoreOptions {
+                checkpoint_bytes,
+                ..StoreOptions::default()
+            };
             let engine = Engine::open_with(dir.path(), options).unwrap();
             let mut rng = Lcg(checkpoint_bytes);
             let (mut appended, mut checkpointed) = (0, 0);
@@ -762,5 +802,90 @@ mod tests {
                 ),
             }
         }
+    }
+
+    fn count(engine: &Engine, rule: &str, instant: i64) -> u64 {
+        let audience = crate::engine::types::Audience::Rule(crate::rule::parse(rule).unwrap());
+        engine.count("t", &audience, instant).unwrap()
+    }
+
+    fn order(id: &str, customer: &str, time: i64) -> NewEvent {
+        NewEvent {
+            event_id: id.to_owned(),
+            customer_id: customer.to_owned(),
+            time,
+            data: EventData::Order { value_cents: 500 },
+        }
+    }
+
+    /// Counts read cached clause results; each write that changes what a
+    /// clause reads must make its next count see the change, including an
+    /// order that changes no bitmap (its customer already ordered that day)
+    /// but falls inside a window's edge.
+    #[test]
+    fn cached_clauses_follow_the_writes_they_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        // 2026-06-15T12:00:00Z.
+        let noon = 1_781_524_800;
+        let customers = (0..4000)
+            .map(|i| CustomerUpdate {
+                customer_id: format!("c{i}"),
+                lifetime_spend_cents: (i % 2 == 0).then_some(i * 10),
+                ..CustomerUpdate::default()
+            })
+            .collect();
+        engine.upsert_customers("t", customers, noon).unwrap();
+        let events = vec![
+            order("o1", "c1", noon - 10 * 3600),
+            order("o2", "c2", noon - 1),
+        ];
+        engine.record_events("t", events, noon).unwrap();
+
+        let window = "ordered WITHIN 2h";
+        assert_eq!(count(&engine, window, noon), 1);
+        assert_eq!(count(&engine, window, noon), 1);
+        // Same day, same bitmaps, within the known bounds: only the edge read sees it.
+        engine
+            .record_events("t", vec![order("o3", "c1", noon - 3600)], noon)
+            .unwrap();
+        assert_eq!(count(&engine, window, noon), 2);
+
+        // Even customers c0, c2, ... have 10 × i cents: at least 20,000 is i >= 2000.
+        let spend = "lifetime_spend >= 200";
+        assert_eq!(count(&engine, spend, noon), 1000);
+        let messages = (0..50)
+            .map(|n| NewEvent {
+                event_id: format!("m{n}"),
+                customer_id: format!("c{n}"),
+                time: noon - n,
+                data: EventData::Message,
+            })
+            .collect();
+        engine.record_events("t", messages, noon).unwrap();
+        assert_eq!(count(&engine, spend, noon), 1000);
+        let rich = CustomerUpdate {
+            customer_id: "c1".to_owned(),
+            lifetime_spend_cents: Some(1_000_000),
+            ..CustomerUpdate::default()
+        };
+        engine.upsert_customers("t", vec![rich], noon).unwrap();
+        assert_eq!(count(&engine, spend, noon), 1001);
+
+        // Spent is 0 without orders, so a new customer joins `spent < 1`.
+        let none_spent = "spent < 1";
+        assert_eq!(count(&engine, none_spent, noon), 3998);
+        let new = CustomerUpdate {
+            customer_id: "new".to_owned(),
+            ..CustomerUpdate::default()
+        };
+        engine.upsert_customers("t", vec![new], noon).unwrap();
+        assert_eq!(count(&engine, none_spent, noon), 3999);
+        engine
+            .delete_customers("t", &["c2".to_owned()], noon)
+            .unwrap();
+        assert_eq!(count(&engine, none_spent, noon), 3999);
+        assert_eq!(count(&engine, window, noon), 1);
+        assert_eq!(count(&engine, spend, noon), 1001);
     }
 }

@@ -4,11 +4,14 @@
 //! Every result is a subset of the live customers: `NOT x` is the live
 //! customers minus `x`, never "every id ever handed out".
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use roaring::{MultiOps, RoaringBitmap};
 
+use super::cache::{CacheKey, Family};
 use super::{TenantIndex, bsi};
 use crate::error::{Error, Result};
 use crate::rule::{
@@ -21,6 +24,10 @@ use crate::store::keys::{
     event_kind_code,
 };
 use crate::time::{self, DayNumber, Seconds, TimeRange};
+
+/// Candidates below this many get a costly clause computed on them alone
+/// the first time, not over everyone for the cache.
+const SMALL_CANDIDATES: u64 = 2_048;
 
 /// How deep `segment = "..."` references may nest: a segment may refer to
 /// one that refers to another, and so on, this many segments in all.
@@ -186,7 +193,13 @@ impl Evaluation<'_> {
                 }
                 Ok(result)
             }
-            Rule::Not(child) => Ok(candidates - self.node(child, depth, candidates)?),
+            Rule::Not(child) => match child.as_ref() {
+                // A stored bitmap holds live customers only: take it away whole.
+                Rule::Predicate(predicate) if let Some(all) = self.stored(predicate) => {
+                    Ok(candidates - &*all)
+                }
+                child => Ok(candidates - self.node(child, depth, candidates)?),
+            },
             Rule::Predicate(predicate) => self.predicate(predicate, depth, candidates),
         }
     }
@@ -240,52 +253,58 @@ impl Evaluation<'_> {
         candidates: &RoaringBitmap,
     ) -> Result<RoaringBitmap> {
         let index = self.index;
-        let within = |key: &BitmapKey| index.bitmap(key) & candidates;
+        if let Some(all) = self.stored(predicate) {
+            // Every stored bitmap is a subset of the live customers.
+            return Ok(if std::ptr::eq(candidates, index.live()) {
+                all.into_owned()
+            } else {
+                &*all & candidates
+            });
+        }
         Ok(match predicate {
-            Predicate::OptedIn => within(&BitmapKey::OptedIn),
             Predicate::Event {
                 kind,
                 broadcast,
-                window,
-            } => match window {
-                None => within(&event_any_key(*kind, broadcast.as_deref())),
-                Some(window) => {
-                    self.event_window(*kind, broadcast.as_deref(), window, candidates)?
-                }
-            },
-            Predicate::Answered {
-                experience,
-                question,
-                answer,
-            } => {
-                let key = match answer {
-                    None => BitmapKey::Answered {
-                        experience: experience.clone(),
-                        question: question.clone(),
-                    },
-                    Some(answer) => BitmapKey::Answer {
-                        experience: experience.clone(),
-                        question: question.clone(),
-                        answer: answer.clone(),
-                    },
+                window: Some(window),
+            } => self.event_window(*kind, broadcast.as_deref(), window, candidates)?,
+            // `stored` answered these above.
+            Predicate::OptedIn
+            | Predicate::Answered { .. }
+            | Predicate::Set { .. }
+            | Predicate::Event { window: None, .. } => {
+                return Err(Error::Internal(format!("{predicate:?} is not stored")));
+            }
+            Predicate::Number { field, test } => {
+                let key = CacheKey::Number {
+                    field: *field,
+                    test: *test,
                 };
-                within(&key)
+                let attr = number_attr(*field);
+                // Spent and order counts are 0 for customers without orders.
+                let reads = match field {
+                    NumberField::Spent | NumberField::OrderCount => {
+                        vec![Family::Number(attr), Family::Live]
+                    }
+                    _ => vec![Family::Number(attr)],
+                };
+                self.cached(key, &reads, candidates, |within| {
+                    Ok(self.number(*field, *test, within))
+                })?
             }
-            Predicate::Set { field, values } => {
-                let mut result = RoaringBitmap::new();
-                for value in values {
-                    result |= within(&set_key(*field, value));
-                }
-                result
-            }
-            Predicate::Number { field, test } => self.number(*field, *test, candidates),
             Predicate::Created(window) => {
                 let range = time::window_range(window, index.time_zone, self.instant);
                 if range.is_empty() || range.to < 0 {
                     RoaringBitmap::new()
                 } else {
                     let test = NumberTest::Between(range.from.max(0) as u64, range.to as u64);
-                    bsi::select(index, NumberAttr::Created, candidates, test)
+                    let key = CacheKey::Created {
+                        from: range.from,
+                        to: range.to,
+                    };
+                    let reads = [Family::Number(NumberAttr::Created), Family::Live];
+                    self.cached(key, &reads, candidates, |within| {
+                        Ok(bsi::select(index, NumberAttr::Created, within, test))
+                    })?
                 }
             }
             Predicate::Customers(customer_ids) => self.customers(customer_ids) & candidates,
@@ -299,6 +318,73 @@ impl Evaluation<'_> {
                 }
             }
         })
+    }
+
+    /// The customers of a clause that is a stored bitmap, or a union of
+    /// a few (`IN`), over everyone; `None` for the other clauses.
+    fn stored(&self, predicate: &Predicate) -> Option<Cow<'_, RoaringBitmap>> {
+        let index = self.index;
+        let one = |key: &BitmapKey| Some(Cow::Borrowed(index.bitmap(key)));
+        match predicate {
+            Predicate::OptedIn => one(&BitmapKey::OptedIn),
+            Predicate::Event {
+                kind,
+                broadcast,
+                window: None,
+            } => one(&event_any_key(*kind, broadcast.as_deref())),
+            Predicate::Answered {
+                experience,
+                question,
+                answer,
+            } => one(&match answer {
+                None => BitmapKey::Answered {
+                    experience: experience.clone(),
+                    question: question.clone(),
+                },
+                Some(answer) => BitmapKey::Answer {
+                    experience: experience.clone(),
+                    question: question.clone(),
+                    answer: answer.clone(),
+                },
+            }),
+            Predicate::Set { field, values } => match values.as_slice() {
+                [value] => one(&set_key(*field, value)),
+                values => Some(Cow::Owned(
+                    values
+                        .iter()
+                        .map(|value| index.bitmap(&set_key(*field, value)))
+                        .union(),
+                )),
+            },
+            _ => None,
+        }
+    }
+
+    /// `compute(candidates)`, from the tenant's cache of clause results when
+    /// it holds this one. Else, unless the candidates are few, the clause is
+    /// computed over every live customer and kept for the next count.
+    fn cached(
+        &self,
+        key: CacheKey,
+        reads: &[Family],
+        candidates: &RoaringBitmap,
+        compute: impl Fn(&RoaringBitmap) -> Result<RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
+        let index = self.index;
+        let version = index.versions.of(reads);
+        if let Some(all) = index.cache.get(version, &key) {
+            return Ok(&*all & candidates);
+        }
+        // For a handful of candidates the clause is cheaper on them alone,
+        // unless the same clause is asked for again over the same data.
+        if candidates.len() < SMALL_CANDIDATES && !index.cache.missed_again(version, &key) {
+            return compute(candidates);
+        }
+        let live = index.live();
+        let all = compute(live)?;
+        let result = &all & candidates;
+        index.cache.insert(version, key, Arc::new(all));
+        Ok(result)
     }
 
     /// The customers of `candidates` whose number passes `test`.
@@ -362,6 +448,33 @@ impl Evaluation<'_> {
         if clamped.is_empty() {
             return Ok(RoaringBitmap::new());
         }
+        let key = CacheKey::Window {
+            kind,
+            broadcast: broadcast.map(str::to_owned),
+            from: clamped.from,
+            to: clamped.to,
+        };
+        self.cached(key, &[Family::Event(kind)], candidates, |within| {
+            self.window_members(kind, broadcast, range, clamped, within)
+        })
+    }
+
+    /// The customers of `candidates` with an event in `range`, which
+    /// `clamped` bounds by the kind's first and last events.
+    fn window_members(
+        &self,
+        kind: EventKind,
+        broadcast: Option<&str>,
+        range: TimeRange,
+        clamped: TimeRange,
+        candidates: &RoaringBitmap,
+    ) -> Result<RoaringBitmap> {
+        let index = self.index;
+        let tz = index.time_zone;
+        let Some(&(first_event, last_event)) = index.meta.event_bounds.get(&event_kind_code(kind))
+        else {
+            return Ok(RoaringBitmap::new());
+        };
 
         // A day bitmap is exact for a day the range covers whole, and for an
         // edge day that has no events outside the range.
@@ -427,7 +540,7 @@ impl Evaluation<'_> {
     fn customers(&self, customer_ids: &[String]) -> RoaringBitmap {
         customer_ids
             .iter()
-            .filter_map(|customer_id| self.index.ids.get(customer_id).copied())
+            .filter_map(|customer_id| self.index.ids.get(customer_id))
             .collect()
     }
 }
@@ -443,6 +556,16 @@ enum Cost {
     Window,
     /// A bit-sliced range: work per candidate per bit.
     Range,
+}
+
+/// The bit-sliced number a numeric field is kept in.
+fn number_attr(field: NumberField) -> NumberAttr {
+    match field {
+        NumberField::Spent => NumberAttr::Spent,
+        NumberField::OrderCount => NumberAttr::OrderCount,
+        NumberField::LifetimeSpend => NumberAttr::LifetimeSpend,
+        NumberField::AbandonedCartValue => NumberAttr::CartValue,
+    }
 }
 
 /// The bitmap of one value of a set-like field.

@@ -6,8 +6,11 @@
 //! that was not acknowledged.
 
 pub mod bsi;
+pub mod cache;
 pub mod eval;
+pub mod ids;
 
+use ids::CustomerIds;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
@@ -37,16 +40,18 @@ pub struct TenantIndex {
     pub tenant: String,
     pub meta: TenantMeta,
     pub time_zone: Tz,
-    /// Customer id to dense id, for live customers.
-    pub ids: HashMap<String, u32>,
-    /// Dense id to customer id; `None` once deleted. Dense ids are never reused.
-    pub names: Vec<Option<Box<str>>>,
+    /// Customer id to dense id and back, for live customers. Dense ids are
+    /// never reused.
+    pub ids: CustomerIds,
     pub bitmaps: HashMap<BitmapKey, RoaringBitmap>,
     /// The bitmap delta rows on disk since the last checkpoint.
     pub delta_log: DeltaLog,
     pub segments: BTreeMap<String, SavedSegment>,
     /// Snapshots, without their members (read from storage when used).
     pub snapshots: BTreeMap<String, SnapshotRecord>,
+    /// Results of costly clauses, and the versions of what they read.
+    pub cache: cache::ClauseCache,
+    pub versions: cache::Versions,
 }
 
 impl TenantIndex {
@@ -57,8 +62,9 @@ impl TenantIndex {
             tenant,
             meta,
             time_zone,
-            ids: HashMap::new(),
-            names: Vec::new(),
+            ids: CustomerIds::new(),
+            cache: cache::ClauseCache::default(),
+            versions: cache::Versions::default(),
             bitmaps: HashMap::new(),
             delta_log: DeltaLog::default(),
             segments: BTreeMap::new(),
@@ -69,18 +75,7 @@ impl TenantIndex {
     /// Builds the index from what storage holds.
     pub fn from_snapshot(snapshot: TenantSnapshot) -> Result<Self> {
         let mut index = TenantIndex::new(snapshot.tenant, snapshot.meta)?;
-        index.names = vec![None; index.meta.next_dense as usize];
-        index.ids.reserve(snapshot.customers.len());
-        for (customer_id, dense) in snapshot.customers {
-            let slot = index.names.get_mut(dense as usize).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "tenant `{}`: customer `{customer_id}` has dense id {dense} beyond {}",
-                    index.tenant, index.meta.next_dense
-                ))
-            })?;
-            *slot = Some(customer_id.clone().into_boxed_str());
-            index.ids.insert(customer_id, dense);
-        }
+        index.ids = snapshot.customers;
         index.bitmaps = snapshot.bitmaps;
         index.delta_log = snapshot.delta_log;
         let live = index.bitmap(&BitmapKey::Live).len();
@@ -117,9 +112,7 @@ impl TenantIndex {
 
     /// The merchant's id of a dense id, if the customer is live.
     pub fn customer_id(&self, dense: u32) -> Option<&str> {
-        self.names
-            .get(dense as usize)
-            .and_then(|name| name.as_deref())
+        self.ids.name(dense)
     }
 }
 

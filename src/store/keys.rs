@@ -7,7 +7,8 @@
 //! | tag | key after the tenant | value |
 //! | --- | --- | --- |
 //! | `M` | (none) | tenant meta, JSON |
-//! | `X` | customer id | dense id, u32 |
+//! | `N` | chunk of 1,024 dense ids (u32) | the customer ids of those dense ids (see `names`) |
+//! | `X` | customer id | dense id, u32 (format 2 and older; moved to `N` rows on upgrade) |
 //! | `C` | dense id | customer record, JSON |
 //! | `E` | event id | (empty): the event was applied |
 //! | `I` | write sequence (u64) | the batch's event ids, until they are `E` rows (see `event_ids`) |
@@ -31,12 +32,15 @@ use crate::time::{DayNumber, Seconds};
 /// The key that marks a data directory as segmentd's, with its format version.
 pub const FORMAT_KEY: &[u8] = b"\0format";
 /// The storage format this build writes.
-pub const FORMAT_VERSION: &[u8] = b"segmentd-storage-2";
+pub const FORMAT_VERSION: &[u8] = b"segmentd-storage-3";
+/// The format before customer ids moved from `X` rows to `N` chunks.
+pub const FORMAT_VERSION_2: &[u8] = b"segmentd-storage-2";
 /// An older format this build reads and upgrades: the same rows without `D`.
 pub const FORMAT_VERSION_1: &[u8] = b"segmentd-storage-1";
 
 pub const TAG_META: u8 = b'M';
 pub const TAG_EXTERNAL_ID: u8 = b'X';
+pub const TAG_NAMES: u8 = b'N';
 pub const TAG_CUSTOMER: u8 = b'C';
 pub const TAG_EVENT_ID: u8 = b'E';
 pub const TAG_EVENT_IDS: u8 = b'I';
@@ -78,6 +82,13 @@ pub fn meta_key(tenant: &str) -> Vec<u8> {
 pub fn external_id_key(tenant: &str, customer_id: &str) -> Vec<u8> {
     let mut key = tenant_prefix(TAG_EXTERNAL_ID, tenant);
     key.extend_from_slice(customer_id.as_bytes());
+    key
+}
+
+/// The row of the customer ids of one chunk of dense ids.
+pub fn names_key(tenant: &str, chunk: u32) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_NAMES, tenant);
+    key.extend_from_slice(&chunk.to_be_bytes());
     key
 }
 

@@ -10,9 +10,10 @@ pub mod event_ids;
 pub mod history;
 pub mod keys;
 mod manifest;
+pub mod names;
 pub mod records;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -20,10 +21,11 @@ use std::time::{Duration, Instant};
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
+use crate::index::ids::CustomerIds;
 use crate::rule::EventKind;
 use crate::time::{Seconds, TimeRange};
 use delta::DeltaLog;
-use keys::{BitmapKey, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_1};
+use keys::{BitmapKey, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_1, FORMAT_VERSION_2};
 use records::{CustomerRecord, SegmentRecord, SnapshotRecord, TenantMeta};
 
 /// One atomic change: every insert and removal in it is applied, or none.
@@ -46,12 +48,19 @@ pub struct StoreOptions {
     /// The bytes of bitmap delta rows a tenant may gather before a write
     /// checkpoints them (at least; see `delta::DeltaLog::wants_checkpoint`).
     pub checkpoint_bytes: u64,
+    /// Bytes of sled's page cache (its default is 1 GiB).
+    pub cache_bytes: u64,
 }
+
+/// sled's page cache unless told otherwise: enough for the hot customer
+/// records of an import; the index itself lives outside it.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             checkpoint_bytes: delta::DEFAULT_CHECKPOINT_BYTES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -79,8 +88,8 @@ const MANIFEST_EVERY: Duration = Duration::from_secs(1);
 pub struct TenantSnapshot {
     pub tenant: String,
     pub meta: TenantMeta,
-    /// (customer id, dense id) of live customers.
-    pub customers: Vec<(String, u32)>,
+    /// Live customers: their ids and dense ids.
+    pub customers: CustomerIds,
     pub bitmaps: HashMap<BitmapKey, RoaringBitmap>,
     /// The delta rows replayed into `bitmaps`.
     pub delta_log: DeltaLog,
@@ -101,9 +110,14 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(options.cache_bytes)
             .open()
             .map_err(|error| match error {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                // sled reports the lock it cannot take in its message.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
                     Error::FailedPrecondition(format!(
                         "{} is in use by another segmentd process",
                         path.display()
@@ -114,12 +128,28 @@ impl Store {
         tracing::debug!(millis = started.elapsed().as_millis() as u64, "sled open");
         let fresh = db.is_empty();
         match db.get(FORMAT_KEY)? {
-            Some(version) if version.as_ref() == FORMAT_VERSION => {}
-            Some(version) if version.as_ref() == FORMAT_VERSION_1 => {
-                // Version 2 adds delta rows; a version-1 build must not read them.
+            Some(version) if version.as_ref() == FORMAT_VERSION => {
+                // An upgrade stopped before it removed all the `X` rows.
+                if db.scan_prefix([keys::TAG_EXTERNAL_ID]).next().is_some() {
+                    remove_external_ids(&db)?;
+                }
+            }
+            Some(version)
+                if version.as_ref() == FORMAT_VERSION_1 || version.as_ref() == FORMAT_VERSION_2 =>
+            {
+                // Version 2 added delta rows, version 3 customer-id chunks;
+                // an older build must not read either.
+                let started = Instant::now();
+                let customers = upgrade_names(&db)?;
                 db.insert(FORMAT_KEY, FORMAT_VERSION)?;
                 db.flush()?;
-                tracing::info!(data = %path.display(), "storage format upgraded to version 2");
+                remove_external_ids(&db)?;
+                tracing::info!(
+                    data = %path.display(),
+                    customers,
+                    millis = started.elapsed().as_millis() as u64,
+                    "storage format upgraded to version 3"
+                );
             }
             Some(version) => {
                 return Err(Error::Corrupt(format!(
@@ -241,16 +271,6 @@ impl Store {
 
     fn load_tenant(&self, tenant: &str, meta: TenantMeta) -> Result<TenantSnapshot> {
         let started = Instant::now();
-        let mut customers = Vec::new();
-        let prefix = keys::tenant_prefix(keys::TAG_EXTERNAL_ID, tenant);
-        for row in self.db.scan_prefix(&prefix) {
-            let (key, value) = row?;
-            let customer_id = std::str::from_utf8(&key[prefix.len()..])
-                .map_err(|_| Error::Corrupt(format!("tenant `{tenant}`: customer id not UTF-8")))?;
-            customers.push((customer_id.to_owned(), decode_u32(&value)?));
-        }
-
-        let customers_read = started.elapsed();
         let mut bitmaps: Vec<(BitmapKey, RoaringBitmap)> = Vec::new();
         let prefix = keys::tenant_prefix(keys::TAG_BITMAP, tenant);
         for row in self.db.scan_prefix(&prefix) {
@@ -275,13 +295,38 @@ impl Store {
         let mut bitmaps: HashMap<BitmapKey, RoaringBitmap> = bitmaps.into_iter().collect();
         let bitmaps_read = started.elapsed();
         let delta_log = self.replay_deltas(tenant, &mut bitmaps)?;
+        let deltas_read = started.elapsed();
+
+        // Names of customers deleted since their chunk was written are
+        // still in it; only live dense ids count.
+        let live = bitmaps.get(&BitmapKey::Live).cloned().unwrap_or_default();
+        let mut customers = CustomerIds::new();
+        customers.reserve(live.len() as usize);
+        let prefix = keys::tenant_prefix(keys::TAG_NAMES, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let chunk = decode_u32(&key[prefix.len()..])?;
+            names::decode(chunk, &value, |dense, customer_id| {
+                if dense >= meta.next_dense {
+                    return Err(Error::Corrupt(format!(
+                        "tenant `{tenant}`: customer `{customer_id}` has dense id {dense} beyond {}",
+                        meta.next_dense
+                    )));
+                }
+                if live.contains(dense) {
+                    customers.insert(customer_id, dense);
+                }
+                Ok(())
+            })
+            .map_err(|error| Error::Corrupt(format!("tenant `{tenant}`: {error}")))?;
+        }
         tracing::debug!(
             tenant,
             customers = customers.len(),
             bitmaps = bitmaps.len(),
-            customers_millis = customers_read.as_millis() as u64,
-            bitmaps_millis = (bitmaps_read - customers_read).as_millis() as u64,
-            deltas_millis = (started.elapsed() - bitmaps_read).as_millis() as u64,
+            bitmaps_millis = bitmaps_read.as_millis() as u64,
+            deltas_millis = (deltas_read - bitmaps_read).as_millis() as u64,
+            customers_millis = (started.elapsed() - deltas_read).as_millis() as u64,
             "tenant read"
         );
 
@@ -516,6 +561,56 @@ fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Resu
     serde_json::from_slice(bytes).map_err(|error| Error::Corrupt(format!("{what} record: {error}")))
 }
 
+/// Moves every tenant's customer ids from `X` rows (format 2) to `N`
+/// chunks (format 3). Safe to run again after a crash: it rewrites whole
+/// chunks from the `X` rows, which stay until the format marker says 3.
+fn upgrade_names(db: &sled::Db) -> Result<u64> {
+    let mut chunks: BTreeMap<(String, u32), Vec<(u32, String)>> = BTreeMap::new();
+    let mut customers = 0;
+    for row in db.scan_prefix([keys::TAG_EXTERNAL_ID]) {
+        let (key, value) = row?;
+        let (_, tenant, rest) = keys::split_key(&key)?;
+        let customer_id = std::str::from_utf8(rest)
+            .map_err(|_| Error::Corrupt(format!("tenant `{tenant}`: customer id not UTF-8")))?;
+        let dense = decode_u32(&value)?;
+        chunks
+            .entry((tenant.to_owned(), names::chunk_of(dense)))
+            .or_default()
+            .push((dense, customer_id.to_owned()));
+        customers += 1;
+    }
+    let mut batch = sled::Batch::default();
+    let mut rows = 0;
+    for ((tenant, chunk), entries) in chunks {
+        let row = names::encode(entries.iter().map(|(dense, name)| (*dense, name.as_str())))?;
+        batch.insert(keys::names_key(&tenant, chunk), row);
+        rows += 1;
+        if rows % 1_000 == 0 {
+            db.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(customers)
+}
+
+/// Removes the `X` rows that format 3 no longer reads.
+fn remove_external_ids(db: &sled::Db) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for row in db.scan_prefix([keys::TAG_EXTERNAL_ID]) {
+        let (key, _) = row?;
+        batch.remove(key);
+        n += 1;
+        if n % 10_000 == 0 {
+            db.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
+
 fn decode_u32(bytes: &[u8]) -> Result<u32> {
     let array: [u8; 4] = bytes.try_into().map_err(|_| {
         Error::Corrupt(format!("expected a 4-byte id, found {} bytes", bytes.len()))
@@ -738,5 +833,89 @@ mod tests {
             .events_in("t", EventKind::Clicked, edge, None, 2)
             .unwrap();
         assert_eq!(found.iter().collect::<Vec<u32>>(), vec![2, 3]);
+    }
+
+    /// Opens `path` once the previous handle's sled threads let go of its
+    /// lock, which they do a moment after the handle is dropped.
+    fn once_free<T>(open: impl Fn() -> Result<T>) -> T {
+        for _ in 0..200 {
+            match open() {
+                Err(Error::FailedPrecondition(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the data directory stayed locked for 10 s");
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        match Store::open(dir.path()) {
+            Err(Error::FailedPrecondition(message)) => assert!(message.contains("in use")),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    /// A format-2 directory (a row per customer id) opens as format 3 with
+    /// the same customers, deleted ones still deleted, and no `X` rows left.
+    #[test]
+    fn format_2_customer_ids_are_upgraded_in_place() {
+        use crate::engine::Engine;
+        use crate::engine::types::{Audience, CustomerUpdate};
+
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..3000).map(|n| format!("shop-{n}")).collect();
+        {
+            let engine = Engine::open(dir.path()).unwrap();
+            let updates = ids
+                .iter()
+                .map(|id| CustomerUpdate {
+                    customer_id: id.clone(),
+                    ..CustomerUpdate::default()
+                })
+                .collect();
+            engine.upsert_customers("t", updates, 0).unwrap();
+            engine.delete_customers("t", &ids[..10], 0).unwrap();
+        }
+        {
+            // Back to format 2: `X` rows of the live customers, no `N` rows.
+            let store = once_free(|| Store::open(dir.path()));
+            let snapshot = store.load_one("t").unwrap().unwrap();
+            let mut batch = sled::Batch::default();
+            for row in store.db.scan_prefix([keys::TAG_NAMES]) {
+                batch.remove(row.unwrap().0);
+            }
+            for id in &ids[10..] {
+                let dense = snapshot.customers.get(id).unwrap();
+                batch.insert(keys::external_id_key("t", id), &dense.to_be_bytes());
+            }
+            batch.insert(FORMAT_KEY, FORMAT_VERSION_2);
+            store.db.apply_batch(batch).unwrap();
+            store.flush().unwrap();
+        }
+        let engine = once_free(|| Engine::open(dir.path()));
+        let everyone = Audience::Rule(crate::rule::parse("NOT opted_in").unwrap());
+        let page = engine.page("t", &everyone, 0, None, 10_000).unwrap();
+        let mut expected = ids[10..].to_vec();
+        let mut got = page.customer_ids;
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected);
+        drop(engine);
+        let store = once_free(|| Store::open(dir.path()));
+        assert_eq!(
+            store.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+            FORMAT_VERSION
+        );
+        assert!(
+            store
+                .db
+                .scan_prefix([keys::TAG_EXTERNAL_ID])
+                .next()
+                .is_none()
+        );
     }
 }
