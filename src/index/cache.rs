@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use roaring::RoaringBitmap;
 
-use crate::rule::{EventKind, NumberField, NumberTest};
+use crate::rule::{EventKind, NumberField, NumberTest, SetField};
 use crate::store::keys::{BitmapKey, NumberAttr};
 use crate::time::Seconds;
 
@@ -32,6 +32,8 @@ pub enum Family {
     /// Any day bitmap or stored event of one kind (a broadcast's clicks
     /// are clicks).
     Event(EventKind),
+    /// The value bitmaps of one set-like field.
+    Set(SetField),
 }
 
 impl Family {
@@ -44,6 +46,10 @@ impl Family {
             BitmapKey::ClickedBroadcast(_) | BitmapKey::ClickedBroadcastDay(..) => {
                 Some(Family::Event(EventKind::Clicked))
             }
+            BitmapKey::Tag(_) => Some(Family::Set(SetField::Tag)),
+            BitmapKey::State(_) => Some(Family::Set(SetField::State)),
+            BitmapKey::Timezone(_) => Some(Family::Set(SetField::Timezone)),
+            BitmapKey::KlaviyoList(_) => Some(Family::Set(SetField::KlaviyoList)),
             _ => None,
         }
     }
@@ -89,10 +95,10 @@ pub enum CacheKey {
         field: NumberField,
         test: NumberTest,
     },
-    Created {
-        from: Seconds,
-        to: Seconds,
-    },
+    /// Creation times, as a test on seconds.
+    Created(NumberTest),
+    /// A union of values of a set-like field (`IN`).
+    Set(SetField, Vec<String>),
 }
 
 #[derive(Default)]
@@ -203,8 +209,8 @@ impl ClauseCache {
 mod tests {
     use super::*;
 
-    fn key(n: i64) -> CacheKey {
-        CacheKey::Created { from: n, to: n }
+    fn key(n: u64) -> CacheKey {
+        CacheKey::Created(NumberTest::Between(n, n))
     }
 
     #[test]
@@ -234,7 +240,7 @@ mod tests {
         // Dense bitmaps of 8 KiB a chunk: the cap holds a known number.
         let big = Arc::new(RoaringBitmap::from_iter((0..(1u32 << 16) * 64).step_by(2)));
         let per = big.serialized_size();
-        for n in 0..(MAX_BYTES / per + 8) as i64 {
+        for n in 0..(MAX_BYTES / per + 8) as u64 {
             cache.insert(5, key(100 + n), big.clone());
             // The first of them is used all along, so it stays.
             assert!(cache.get(5, &key(100)).is_some());

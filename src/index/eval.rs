@@ -4,9 +4,8 @@
 //! Every result is a subset of the live customers: `NOT x` is the live
 //! customers minus `x`, never "every id ever handed out".
 
-use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use roaring::{MultiOps, RoaringBitmap};
@@ -25,6 +24,32 @@ use crate::store::keys::{
 };
 use crate::time::{self, DayNumber, Seconds, TimeRange};
 
+/// A bitmap of the index, or one shared with the clause cache.
+enum Held<'a> {
+    Ref(&'a RoaringBitmap),
+    Shared(Arc<RoaringBitmap>),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = RoaringBitmap;
+
+    fn deref(&self) -> &RoaringBitmap {
+        match self {
+            Held::Ref(bitmap) => bitmap,
+            Held::Shared(bitmap) => bitmap,
+        }
+    }
+}
+
+impl Held<'_> {
+    fn into_owned(self) -> RoaringBitmap {
+        match self {
+            Held::Ref(bitmap) => bitmap.clone(),
+            Held::Shared(bitmap) => Arc::unwrap_or_clone(bitmap),
+        }
+    }
+}
+
 /// Candidates below this many get a costly clause computed on them alone
 /// the first time, not over everyone for the cache.
 const SMALL_CANDIDATES: u64 = 2_048;
@@ -41,6 +66,9 @@ pub struct Evaluation<'a> {
     pub instant: Seconds,
     /// Members of the segments evaluated so far.
     segments_seen: RefCell<HashMap<String, RoaringBitmap>>,
+    /// Clauses this evaluation computed on a few candidates, told to the
+    /// cache once each.
+    small_misses: RefCell<HashSet<CacheKey>>,
 }
 
 impl<'a> Evaluation<'a> {
@@ -51,6 +79,7 @@ impl<'a> Evaluation<'a> {
             store,
             instant,
             segments_seen: RefCell::default(),
+            small_misses: RefCell::default(),
         }
     }
 }
@@ -167,7 +196,27 @@ impl Evaluation<'_> {
                 let mut survivors: Option<RoaringBitmap> = None;
                 for child in order {
                     let within = survivors.as_ref().unwrap_or(candidates);
-                    let part = self.node(child, depth, within)?;
+                    // A clause known over everyone cuts the survivors in
+                    // place; any other is evaluated on them.
+                    let part = match self.whole(child, within.len())? {
+                        // The first clause over everyone: that is the survivors.
+                        Some((all, false))
+                            if survivors.is_none()
+                                && std::ptr::eq(candidates, self.index.live()) =>
+                        {
+                            all.into_owned()
+                        }
+                        Some((all, negated)) => {
+                            let mut part = survivors.take().unwrap_or_else(|| candidates.clone());
+                            if negated {
+                                part -= &*all;
+                            } else {
+                                part &= &*all;
+                            }
+                            part
+                        }
+                        None => self.node(child, depth, within)?,
+                    };
                     let done = part.is_empty();
                     survivors = Some(part);
                     if done {
@@ -193,12 +242,11 @@ impl Evaluation<'_> {
                 }
                 Ok(result)
             }
-            Rule::Not(child) => match child.as_ref() {
-                // A stored bitmap holds live customers only: take it away whole.
-                Rule::Predicate(predicate) if let Some(all) = self.stored(predicate) => {
-                    Ok(candidates - &*all)
-                }
-                child => Ok(candidates - self.node(child, depth, candidates)?),
+            Rule::Not(child) => match self.whole(child, candidates.len())? {
+                // Whole bitmaps hold live customers only: take it away whole.
+                Some((all, false)) => Ok(candidates - &*all),
+                Some((all, true)) => Ok(candidates & &*all),
+                None => Ok(candidates - self.node(child, depth, candidates)?),
             },
             Rule::Predicate(predicate) => self.predicate(predicate, depth, candidates),
         }
@@ -231,18 +279,31 @@ impl Evaluation<'_> {
                         .len(),
                 ),
                 Predicate::Segment(_) => (Cost::Segment, u64::MAX),
+                Predicate::Event { .. } | Predicate::Number { .. } | Predicate::Created(_)
+                    if let Some(len) = self.cached_len(predicate) =>
+                {
+                    (Cost::Cached, len)
+                }
                 Predicate::Event { .. } => (Cost::Window, u64::MAX),
                 Predicate::Number { .. } | Predicate::Created(_) => (Cost::Range, u64::MAX),
             },
-            Rule::Not(child) => (self.cost(child).0, u64::MAX),
-            Rule::And(children) | Rule::Or(children) => (
-                children
-                    .iter()
-                    .map(|child| self.cost(child).0)
-                    .max()
-                    .unwrap_or(Cost::Bitmap),
-                u64::MAX,
-            ),
+            Rule::Not(child) => match self.cost(child) {
+                (cost @ (Cost::Bitmap | Cost::Cached), len) if len != u64::MAX => {
+                    (cost, index.live().len().saturating_sub(len))
+                }
+                (cost, _) => (cost, u64::MAX),
+            },
+            // At most the smallest child (AND) or the sum of them (OR).
+            Rule::And(children) | Rule::Or(children) => {
+                let costs: Vec<(Cost, u64)> = children.iter().map(|c| self.cost(c)).collect();
+                let class = costs.iter().map(|c| c.0).max().unwrap_or(Cost::Bitmap);
+                let lens = costs.iter().map(|c| c.1);
+                let len = match rule {
+                    Rule::And(_) => lens.min().unwrap_or(u64::MAX),
+                    _ => lens.fold(0u64, u64::saturating_add),
+                };
+                (class, len)
+            }
         }
     }
 
@@ -253,8 +314,8 @@ impl Evaluation<'_> {
         candidates: &RoaringBitmap,
     ) -> Result<RoaringBitmap> {
         let index = self.index;
-        if let Some(all) = self.stored(predicate) {
-            // Every stored bitmap is a subset of the live customers.
+        if let Some(all) = self.whole_predicate(predicate, candidates.len())? {
+            // Every whole bitmap is a subset of the live customers.
             return Ok(if std::ptr::eq(candidates, index.live()) {
                 all.into_owned()
             } else {
@@ -266,7 +327,12 @@ impl Evaluation<'_> {
                 kind,
                 broadcast,
                 window: Some(window),
-            } => self.event_window(*kind, broadcast.as_deref(), window, candidates)?,
+            } => match self.window_plan(*kind, broadcast.as_deref(), window) {
+                Some(plan) => {
+                    self.window_members(*kind, broadcast.as_deref(), plan.1, plan.2, candidates)?
+                }
+                None => RoaringBitmap::new(),
+            },
             // `stored` answered these above.
             Predicate::OptedIn
             | Predicate::Answered { .. }
@@ -274,39 +340,11 @@ impl Evaluation<'_> {
             | Predicate::Event { window: None, .. } => {
                 return Err(Error::Internal(format!("{predicate:?} is not stored")));
             }
-            Predicate::Number { field, test } => {
-                let key = CacheKey::Number {
-                    field: *field,
-                    test: *test,
-                };
-                let attr = number_attr(*field);
-                // Spent and order counts are 0 for customers without orders.
-                let reads = match field {
-                    NumberField::Spent | NumberField::OrderCount => {
-                        vec![Family::Number(attr), Family::Live]
-                    }
-                    _ => vec![Family::Number(attr)],
-                };
-                self.cached(key, &reads, candidates, |within| {
-                    Ok(self.number(*field, *test, within))
-                })?
-            }
-            Predicate::Created(window) => {
-                let range = time::window_range(window, index.time_zone, self.instant);
-                if range.is_empty() || range.to < 0 {
-                    RoaringBitmap::new()
-                } else {
-                    let test = NumberTest::Between(range.from.max(0) as u64, range.to as u64);
-                    let key = CacheKey::Created {
-                        from: range.from,
-                        to: range.to,
-                    };
-                    let reads = [Family::Number(NumberAttr::Created), Family::Live];
-                    self.cached(key, &reads, candidates, |within| {
-                        Ok(bsi::select(index, NumberAttr::Created, within, test))
-                    })?
-                }
-            }
+            Predicate::Number { field, test } => self.number(*field, *test, candidates),
+            Predicate::Created(window) => match self.created_test(window) {
+                Some(test) => bsi::select(index, NumberAttr::Created, candidates, test),
+                None => RoaringBitmap::new(),
+            },
             Predicate::Customers(customer_ids) => self.customers(customer_ids) & candidates,
             Predicate::Segment(segment_id) => self.segment_members(segment_id, depth)? & candidates,
             Predicate::Presence { field, is_set } => {
@@ -320,11 +358,124 @@ impl Evaluation<'_> {
         })
     }
 
+    /// A clause over everyone, and whether it is negated, when that needs
+    /// no work on the candidates (see `whole_predicate`).
+    fn whole(&self, rule: &Rule, candidates: u64) -> Result<Option<(Held<'_>, bool)>> {
+        Ok(match rule {
+            Rule::Predicate(predicate) => self
+                .whole_predicate(predicate, candidates)?
+                .map(|all| (all, false)),
+            Rule::Not(child) => match child.as_ref() {
+                Rule::Predicate(predicate) => self
+                    .whole_predicate(predicate, candidates)?
+                    .map(|all| (all, true)),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    /// The customers of a clause over everyone: a stored bitmap, a union
+    /// of a few (`IN`, cached), or a costly clause (ranges, windows) from the
+    /// cache or computed for everyone and cached. `None` when the clause is
+    /// cheaper on `candidates` candidates alone, or is of another kind.
+    fn whole_predicate(&self, predicate: &Predicate, candidates: u64) -> Result<Option<Held<'_>>> {
+        if let Some(stored) = self.stored(predicate) {
+            return Ok(Some(stored));
+        }
+        let Some(costly) = self.costly(predicate) else {
+            return Ok(None);
+        };
+        let Some((key, reads)) = costly else {
+            // It holds no one.
+            return Ok(Some(Held::Shared(Arc::default())));
+        };
+        self.cached(key, &reads, candidates, |all| match predicate {
+            Predicate::Number { field, test } => Ok(self.number(*field, *test, all)),
+            Predicate::Created(window) => Ok(match self.created_test(window) {
+                Some(test) => bsi::select(self.index, NumberAttr::Created, all, test),
+                None => RoaringBitmap::new(),
+            }),
+            Predicate::Event {
+                kind,
+                broadcast,
+                window: Some(window),
+            } => match self.window_plan(*kind, broadcast.as_deref(), window) {
+                Some((_, range, clamped)) => {
+                    self.window_members(*kind, broadcast.as_deref(), range, clamped, all)
+                }
+                None => Ok(RoaringBitmap::new()),
+            },
+            _ => Err(Error::Internal(format!("{predicate:?} is not cached"))),
+        })
+    }
+
+    /// For a costly clause (a range, a window, a creation window): its
+    /// cache key and what it reads, or `Some(None)` when it holds no one.
+    /// `None` for other clauses.
+    #[allow(clippy::option_option)]
+    fn costly(&self, predicate: &Predicate) -> Option<Option<(CacheKey, Vec<Family>)>> {
+        Some(match predicate {
+            Predicate::Number { field, test } => {
+                let key = CacheKey::Number {
+                    field: *field,
+                    test: *test,
+                };
+                let attr = number_attr(*field);
+                // Spent and order counts are 0 for customers without orders.
+                let reads = match field {
+                    NumberField::Spent | NumberField::OrderCount => {
+                        vec![Family::Number(attr), Family::Live]
+                    }
+                    _ => vec![Family::Number(attr)],
+                };
+                Some((key, reads))
+            }
+            Predicate::Created(window) => self.created_test(window).map(|test| {
+                let reads = vec![Family::Number(NumberAttr::Created), Family::Live];
+                (CacheKey::Created(test), reads)
+            }),
+            Predicate::Event {
+                kind,
+                broadcast,
+                window: Some(window),
+            } => self
+                .window_plan(*kind, broadcast.as_deref(), window)
+                .map(|(key, _, _)| (key, vec![Family::Event(*kind)])),
+            _ => return None,
+        })
+    }
+
+    /// The size of a costly clause's result, when the cache holds it.
+    fn cached_len(&self, predicate: &Predicate) -> Option<u64> {
+        match self.costly(predicate)? {
+            None => Some(0),
+            Some((key, reads)) => {
+                let version = self.index.versions.of(&reads);
+                self.index.cache.get(version, &key).map(|all| all.len())
+            }
+        }
+    }
+
+    /// The creation times a `created` window holds, as a test; `None` when
+    /// it holds none.
+    fn created_test(&self, window: &Window) -> Option<NumberTest> {
+        let range = time::window_range(window, self.index.time_zone, self.instant);
+        if range.is_empty() || range.to < 0 {
+            None
+        } else {
+            Some(NumberTest::Between(
+                range.from.max(0) as u64,
+                range.to as u64,
+            ))
+        }
+    }
+
     /// The customers of a clause that is a stored bitmap, or a union of
-    /// a few (`IN`), over everyone; `None` for the other clauses.
-    fn stored(&self, predicate: &Predicate) -> Option<Cow<'_, RoaringBitmap>> {
+    /// a few (`IN`, cached), over everyone; `None` for the other clauses.
+    fn stored(&self, predicate: &Predicate) -> Option<Held<'_>> {
         let index = self.index;
-        let one = |key: &BitmapKey| Some(Cow::Borrowed(index.bitmap(key)));
+        let one = |key: &BitmapKey| Some(Held::Ref(index.bitmap(key)));
         match predicate {
             Predicate::OptedIn => one(&BitmapKey::OptedIn),
             Predicate::Event {
@@ -349,12 +500,21 @@ impl Evaluation<'_> {
             }),
             Predicate::Set { field, values } => match values.as_slice() {
                 [value] => one(&set_key(*field, value)),
-                values => Some(Cow::Owned(
-                    values
-                        .iter()
-                        .map(|value| index.bitmap(&set_key(*field, value)))
-                        .union(),
-                )),
+                values => {
+                    let key = CacheKey::Set(*field, values.to_vec());
+                    let version = index.versions.of(&[Family::Set(*field)]);
+                    if let Some(all) = index.cache.get(version, &key) {
+                        return Some(Held::Shared(all));
+                    }
+                    let all = Arc::new(
+                        values
+                            .iter()
+                            .map(|value| index.bitmap(&set_key(*field, value)))
+                            .union(),
+                    );
+                    index.cache.insert(version, key, all.clone());
+                    Some(Held::Shared(all))
+                }
             },
             _ => None,
         }
@@ -367,24 +527,25 @@ impl Evaluation<'_> {
         &self,
         key: CacheKey,
         reads: &[Family],
-        candidates: &RoaringBitmap,
+        candidates: u64,
         compute: impl Fn(&RoaringBitmap) -> Result<RoaringBitmap>,
-    ) -> Result<RoaringBitmap> {
+    ) -> Result<Option<Held<'_>>> {
         let index = self.index;
         let version = index.versions.of(reads);
         if let Some(all) = index.cache.get(version, &key) {
-            return Ok(&*all & candidates);
+            return Ok(Some(Held::Shared(all)));
         }
         // For a handful of candidates the clause is cheaper on them alone,
         // unless the same clause is asked for again over the same data.
-        if candidates.len() < SMALL_CANDIDATES && !index.cache.missed_again(version, &key) {
-            return compute(candidates);
+        if candidates < SMALL_CANDIDATES {
+            let first_here = self.small_misses.borrow_mut().insert(key.clone());
+            if !first_here || !index.cache.missed_again(version, &key) {
+                return Ok(None);
+            }
         }
-        let live = index.live();
-        let all = compute(live)?;
-        let result = &all & candidates;
-        index.cache.insert(version, key, Arc::new(all));
-        Ok(result)
+        let all = Arc::new(compute(index.live())?);
+        index.cache.insert(version, key, all.clone());
+        Ok(Some(Held::Shared(all)))
     }
 
     /// The customers of `candidates` whose number passes `test`.
@@ -426,27 +587,26 @@ impl Evaluation<'_> {
     /// Customers with an event of `kind` (of one broadcast, for clicks)
     /// inside a window: whole local days from the day bitmaps, the partial
     /// days at the edges from the time index.
-    fn event_window(
+    /// What a window asks of the events of `kind`: its cache key, its
+    /// range, and the range bounded by the kind's first and last events;
+    /// `None` when it holds no event.
+    fn window_plan(
         &self,
         kind: EventKind,
         broadcast: Option<&str>,
         window: &Window,
-        candidates: &RoaringBitmap,
-    ) -> Result<RoaringBitmap> {
+    ) -> Option<(CacheKey, TimeRange, TimeRange)> {
         let index = self.index;
         let tz = index.time_zone;
         let range = time::window_range(window, tz, self.instant);
         // Bounds of all events of the kind bound those of one broadcast too.
-        let Some(&(first_event, last_event)) = index.meta.event_bounds.get(&event_kind_code(kind))
-        else {
-            return Ok(RoaringBitmap::new());
-        };
+        let &(first_event, last_event) = index.meta.event_bounds.get(&event_kind_code(kind))?;
         let clamped = TimeRange {
             from: range.from.max(first_event),
             to: range.to.min(last_event),
         };
         if clamped.is_empty() {
-            return Ok(RoaringBitmap::new());
+            return None;
         }
         let key = CacheKey::Window {
             kind,
@@ -454,9 +614,7 @@ impl Evaluation<'_> {
             from: clamped.from,
             to: clamped.to,
         };
-        self.cached(key, &[Family::Event(kind)], candidates, |within| {
-            self.window_members(kind, broadcast, range, clamped, within)
-        })
+        Some((key, range, clamped))
     }
 
     /// The customers of `candidates` with an event in `range`, which
@@ -550,6 +708,10 @@ impl Evaluation<'_> {
 enum Cost {
     /// One stored bitmap (or a union of a few).
     Bitmap,
+    /// A costly clause the cache holds. After the stored bitmaps: those are
+    /// mostly dense, and cutting dense bitmaps word by word first is
+    /// cheaper than probing a smaller sparse result against each of them.
+    Cached,
     /// A saved segment, evaluated once per evaluation.
     Segment,
     /// A time window: a union of day bitmaps and edge scans.

@@ -323,7 +323,9 @@ impl Store {
         tracing::debug!(
             tenant,
             customers = customers.len(),
+            customer_id_bytes = customers.heap_bytes(),
             bitmaps = bitmaps.len(),
+            bitmap_bytes = bitmaps.values().map(|b| b.serialized_size()).sum::<usize>(),
             bitmaps_millis = bitmaps_read.as_millis() as u64,
             deltas_millis = (deltas_read - bitmaps_read).as_millis() as u64,
             customers_millis = (started.elapsed() - deltas_read).as_millis() as u64,
