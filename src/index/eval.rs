@@ -24,6 +24,14 @@ use crate::store::keys::{
 };
 use crate::time::{self, DayNumber, Seconds, TimeRange};
 
+/// A costly clause, for the cache.
+enum Costly {
+    /// It holds no one (an empty window, no events of its kind).
+    Nobody,
+    /// Its cache key, and the families of bitmaps it reads.
+    Reads(CacheKey, Vec<Family>),
+}
+
 /// A bitmap of the index, or one shared with the clause cache.
 enum Held<'a> {
     Ref(&'a RoaringBitmap),
@@ -383,12 +391,10 @@ impl Evaluation<'_> {
         if let Some(stored) = self.stored(predicate) {
             return Ok(Some(stored));
         }
-        let Some(costly) = self.costly(predicate) else {
-            return Ok(None);
-        };
-        let Some((key, reads)) = costly else {
-            // It holds no one.
-            return Ok(Some(Held::Shared(Arc::default())));
+        let (key, reads) = match self.costly(predicate) {
+            None => return Ok(None),
+            Some(Costly::Nobody) => return Ok(Some(Held::Shared(Arc::default()))),
+            Some(Costly::Reads(key, reads)) => (key, reads),
         };
         self.cached(key, &reads, candidates, |all| match predicate {
             Predicate::Number { field, test } => Ok(self.number(*field, *test, all)),
@@ -411,11 +417,9 @@ impl Evaluation<'_> {
     }
 
     /// For a costly clause (a range, a window, a creation window): its
-    /// cache key and what it reads, or `Some(None)` when it holds no one.
-    /// `None` for other clauses.
-    #[allow(clippy::option_option)]
-    fn costly(&self, predicate: &Predicate) -> Option<Option<(CacheKey, Vec<Family>)>> {
-        Some(match predicate {
+    /// cache key and what it reads. `None` for other clauses.
+    fn costly(&self, predicate: &Predicate) -> Option<Costly> {
+        let found = match predicate {
             Predicate::Number { field, test } => {
                 let key = CacheKey::Number {
                     field: *field,
@@ -443,14 +447,18 @@ impl Evaluation<'_> {
                 .window_plan(*kind, broadcast.as_deref(), window)
                 .map(|(key, _, _)| (key, vec![Family::Event(*kind)])),
             _ => return None,
+        };
+        Some(match found {
+            Some((key, reads)) => Costly::Reads(key, reads),
+            None => Costly::Nobody,
         })
     }
 
     /// The size of a costly clause's result, when the cache holds it.
     fn cached_len(&self, predicate: &Predicate) -> Option<u64> {
         match self.costly(predicate)? {
-            None => Some(0),
-            Some((key, reads)) => {
+            Costly::Nobody => Some(0),
+            Costly::Reads(key, reads) => {
                 let version = self.index.versions.of(&reads);
                 self.index.cache.get(version, &key).map(|all| all.len())
             }

@@ -83,10 +83,10 @@ impl CustomerIds {
     /// Gives `customer_id` the dense id `dense`, replacing whatever either
     /// had before. Ids longer than 16 MiB are refused long before here.
     pub fn insert(&mut self, customer_id: &str, dense: u32) {
-        if let Some(old) = self.get(customer_id) {
-            self.remove_dense(customer_id, old);
-        }
-        if let Some(name) = self.name(dense).map(str::to_owned) {
+        if let Some(name) = self.name(dense)
+            && name != customer_id
+        {
+            let name = name.to_owned();
             self.remove_dense(&name, dense);
         }
         let offset = self.arena.len() as u64;
@@ -95,10 +95,26 @@ impl CustomerIds {
             self.spans.resize(dense as usize + 1, NONE);
         }
         self.spans[dense as usize] = offset << LEN_BITS | customer_id.len() as u64;
+        // One probe finds the name's entry or the slot for it (a start
+        // inserts ten million of them).
         let hash = self.hasher.hash_one(customer_id);
         let (arena, spans, hasher) = (&self.arena, &self.spans, &self.hasher);
-        self.table
-            .insert_unique(hash, dense, |&d| hasher.hash_one(name_at(arena, spans, d)));
+        let entry = self.table.entry(
+            hash,
+            |&d| name_at(arena, spans, d) == customer_id,
+            |&d| hasher.hash_one(name_at(arena, spans, d)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut entry) => {
+                let old = std::mem::replace(entry.get_mut(), dense);
+                if old != dense {
+                    self.spans[old as usize] = NONE;
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                entry.insert(dense);
+            }
+        }
     }
 
     /// Forgets a customer; returns its dense id.

@@ -125,7 +125,11 @@ impl Store {
                 }
                 error => Error::Corrupt(format!("cannot open {}: {error}", path.display())),
             })?;
-        tracing::debug!(millis = started.elapsed().as_millis() as u64, "sled open");
+        tracing::debug!(
+            millis = started.elapsed().as_millis() as u64,
+            resident_mib = resident_mib(),
+            "sled open"
+        );
         let fresh = db.is_empty();
         match db.get(FORMAT_KEY)? {
             Some(version) if version.as_ref() == FORMAT_VERSION => {
@@ -329,6 +333,7 @@ impl Store {
             bitmaps_millis = bitmaps_read.as_millis() as u64,
             deltas_millis = (deltas_read - bitmaps_read).as_millis() as u64,
             customers_millis = (started.elapsed() - deltas_read).as_millis() as u64,
+            resident_mib = resident_mib(),
             "tenant read"
         );
 
@@ -611,6 +616,13 @@ fn remove_external_ids(db: &sled::Db) -> Result<()> {
     db.apply_batch(batch)?;
     db.flush()?;
     Ok(())
+}
+
+/// This process's resident memory in MiB, where Linux tells it (for logs).
+fn resident_mib() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096 >> 20)
 }
 
 fn decode_u32(bytes: &[u8]) -> Result<u32> {
