@@ -622,7 +622,7 @@ fn remove_external_ids(db: &sled::Db) -> Result<()> {
 fn resident_mib() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096 >> 20)
+    Some((pages * 4096) >> 20)
 }
 
 fn decode_u32(bytes: &[u8]) -> Result<u32> {
