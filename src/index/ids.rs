@@ -5,7 +5,8 @@
 //! customers that was most of the process. Here every name lives once in
 //! one byte arena, a dense id finds its name through an 8-byte span, and
 //! the name-to-dense table holds only the 4-byte dense id, hashed by the
-//! name it points at: about 22 bytes a customer.
+//! name it points at: about 22 bytes a customer, 34 with the room the
+//! arena and the table keep to grow (339 MB at ten million).
 
 use std::hash::BuildHasher;
 
