@@ -14,6 +14,10 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use segmentd::engine::types::{Audience, EventData, NewEvent};
 
 mod common;
+
+// The allocator the server runs with, so that figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use common::{AS_OF, RULES, TENANT};
 
 fn benches(c: &mut Criterion) {

@@ -9,6 +9,10 @@ use segmentd::engine::Engine;
 
 mod common;
 
+// The allocator the server runs with, so that figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn restart(c: &mut Criterion) {
     let (engine, dir) = common::open();
     drop(engine);
