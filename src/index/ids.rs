@@ -125,6 +125,14 @@ impl CustomerIds {
         Some(dense)
     }
 
+    /// Forgets whatever name a dense id has (a customer deleted since its
+    /// name was stored); a live customer of the same name keeps its own.
+    pub fn remove_dense_id(&mut self, dense: u32) {
+        if let Some(name) = self.name(dense).map(str::to_owned) {
+            self.remove_dense(&name, dense);
+        }
+    }
+
     fn remove_dense(&mut self, customer_id: &str, dense: u32) {
         let hash = self.hasher.hash_one(customer_id);
         if let Ok(entry) = self.table.find_entry(hash, |&d| d == dense) {
@@ -161,12 +169,14 @@ mod tests {
     enum Op {
         Insert(u8, u32),
         Remove(u8),
+        Forget(u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (any::<u8>(), 0u32..300).prop_map(|(n, d)| Op::Insert(n, d)),
             any::<u8>().prop_map(Op::Remove),
+            (0u32..300).prop_map(Op::Forget),
         ]
     }
 
@@ -198,6 +208,12 @@ mod tests {
                             by_dense.remove(&dense);
                         }
                         prop_assert_eq!(ids.remove(&name), expected);
+                    }
+                    Op::Forget(dense) => {
+                        if let Some(name) = by_dense.remove(&dense) {
+                            by_name.remove(&name);
+                        }
+                        ids.remove_dense_id(dense);
                     }
                 }
                 prop_assert_eq!(ids.len(), by_name.len());

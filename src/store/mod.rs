@@ -275,54 +275,28 @@ impl Store {
 
     fn load_tenant(&self, tenant: &str, meta: TenantMeta) -> Result<TenantSnapshot> {
         let started = Instant::now();
-        let mut bitmaps: Vec<(BitmapKey, RoaringBitmap)> = Vec::new();
-        let prefix = keys::tenant_prefix(keys::TAG_BITMAP, tenant);
-        for row in self.db.scan_prefix(&prefix) {
-            let (key, value) = row?;
-            let (bitmap, chunk) = keys::decode_bitmap_chunk(&key[prefix.len()..])?;
-            let part = RoaringBitmap::deserialize_from(value.as_ref()).map_err(|error| {
-                Error::Corrupt(format!("tenant `{tenant}`: bitmap {bitmap:?}: {error}"))
-            })?;
-            let (low, high) = chunk_bounds(chunk);
-            if part.min().is_some_and(|min| min < low) || part.max().is_some_and(|max| max > high) {
-                return Err(Error::Corrupt(format!(
-                    "tenant `{tenant}`: bitmap {bitmap:?} chunk {chunk} holds ids outside it"
-                )));
-            }
-            // Chunks of one bitmap are adjacent in key order.
-            match bitmaps.last_mut() {
-                Some((last, whole)) if *last == bitmap => *whole |= part,
-                _ => bitmaps.push((bitmap, part)),
-            }
-        }
-
-        let mut bitmaps: HashMap<BitmapKey, RoaringBitmap> = bitmaps.into_iter().collect();
-        let bitmaps_read = started.elapsed();
-        let delta_log = self.replay_deltas(tenant, &mut bitmaps)?;
-        let deltas_read = started.elapsed();
-
+        // The customer ids are read on a second thread meanwhile: at ten
+        // million customers each part takes seconds.
+        let (bitmaps, customers) = std::thread::scope(|scope| {
+            let customers = scope.spawn(|| self.read_customer_ids(tenant, &meta));
+            let bitmaps = self.read_bitmaps(tenant);
+            let customers = customers.join().unwrap_or_else(|_| {
+                Err(Error::Internal(format!(
+                    "tenant `{tenant}`: reading customer ids failed"
+                )))
+            });
+            (bitmaps, customers)
+        });
+        let (bitmaps, delta_log, bitmaps_read, deltas_read) = bitmaps?;
+        let (mut customers, customers_read) = customers?;
         // Names of customers deleted since their chunk was written are
         // still in it; only live dense ids count.
         let live = bitmaps.get(&BitmapKey::Live).cloned().unwrap_or_default();
-        let mut customers = CustomerIds::new();
-        customers.reserve(live.len() as usize);
-        let prefix = keys::tenant_prefix(keys::TAG_NAMES, tenant);
-        for row in self.db.scan_prefix(&prefix) {
-            let (key, value) = row?;
-            let chunk = decode_u32(&key[prefix.len()..])?;
-            names::decode(chunk, &value, |dense, customer_id| {
-                if dense >= meta.next_dense {
-                    return Err(Error::Corrupt(format!(
-                        "tenant `{tenant}`: customer `{customer_id}` has dense id {dense} beyond {}",
-                        meta.next_dense
-                    )));
-                }
-                if live.contains(dense) {
-                    customers.insert(customer_id, dense);
-                }
-                Ok(())
-            })
-            .map_err(|error| Error::Corrupt(format!("tenant `{tenant}`: {error}")))?;
+        let mut dead = RoaringBitmap::new();
+        dead.insert_range(0..meta.next_dense);
+        dead -= &live;
+        for dense in &dead {
+            customers.remove_dense_id(dense);
         }
         tracing::debug!(
             tenant,
@@ -332,7 +306,8 @@ impl Store {
             bitmap_bytes = bitmaps.values().map(|b| b.serialized_size()).sum::<usize>(),
             bitmaps_millis = bitmaps_read.as_millis() as u64,
             deltas_millis = (deltas_read - bitmaps_read).as_millis() as u64,
-            customers_millis = (started.elapsed() - deltas_read).as_millis() as u64,
+            customers_millis = customers_read.as_millis() as u64,
+            millis = started.elapsed().as_millis() as u64,
             resident_mib = resident_mib(),
             "tenant read"
         );
@@ -375,6 +350,77 @@ impl Store {
             segments,
             snapshots,
         })
+    }
+
+    /// A tenant's bitmaps with its delta log replayed, the log, and when
+    /// (since `started`) the chunks and the log were read.
+    #[allow(clippy::type_complexity)]
+    fn read_bitmaps(
+        &self,
+        tenant: &str,
+    ) -> Result<(
+        HashMap<BitmapKey, RoaringBitmap>,
+        DeltaLog,
+        Duration,
+        Duration,
+    )> {
+        let started = Instant::now();
+        let mut bitmaps: Vec<(BitmapKey, RoaringBitmap)> = Vec::new();
+        let prefix = keys::tenant_prefix(keys::TAG_BITMAP, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let (bitmap, chunk) = keys::decode_bitmap_chunk(&key[prefix.len()..])?;
+            let part = RoaringBitmap::deserialize_from(value.as_ref()).map_err(|error| {
+                Error::Corrupt(format!("tenant `{tenant}`: bitmap {bitmap:?}: {error}"))
+            })?;
+            let (low, high) = chunk_bounds(chunk);
+            if part.min().is_some_and(|min| min < low) || part.max().is_some_and(|max| max > high) {
+                return Err(Error::Corrupt(format!(
+                    "tenant `{tenant}`: bitmap {bitmap:?} chunk {chunk} holds ids outside it"
+                )));
+            }
+            // Chunks of one bitmap are adjacent in key order.
+            match bitmaps.last_mut() {
+                Some((last, whole)) if *last == bitmap => *whole |= part,
+                _ => bitmaps.push((bitmap, part)),
+            }
+        }
+
+        let mut bitmaps: HashMap<BitmapKey, RoaringBitmap> = bitmaps.into_iter().collect();
+        let bitmaps_read = started.elapsed();
+        let delta_log = self.replay_deltas(tenant, &mut bitmaps)?;
+        Ok((bitmaps, delta_log, bitmaps_read, started.elapsed()))
+    }
+
+    /// Every customer id in the tenant's `N` rows, live or not, and how
+    /// long reading them took.
+    fn read_customer_ids(
+        &self,
+        tenant: &str,
+        meta: &TenantMeta,
+    ) -> Result<(CustomerIds, Duration)> {
+        let started = Instant::now();
+        let mut customers = CustomerIds::new();
+        // The live count is unknown until the bitmaps are read; dense ids
+        // handed out bound it.
+        customers.reserve(meta.next_dense as usize);
+        let prefix = keys::tenant_prefix(keys::TAG_NAMES, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let chunk = decode_u32(&key[prefix.len()..])?;
+            names::decode(chunk, &value, |dense, customer_id| {
+                if dense >= meta.next_dense {
+                    return Err(Error::Corrupt(format!(
+                        "tenant `{tenant}`: customer `{customer_id}` has dense id {dense} beyond {}",
+                        meta.next_dense
+                    )));
+                }
+                customers.insert(customer_id, dense);
+                Ok(())
+            })
+            .map_err(|error| Error::Corrupt(format!("tenant `{tenant}`: {error}")))?;
+        }
+        Ok((customers, started.elapsed()))
     }
 
     /// Applies a tenant's delta rows, in write order, to its base bitmaps.
