@@ -35,16 +35,78 @@ pub enum Command {
     /// Drive a running server with counts or pages for a while and report
     /// throughput and latency percentiles.
     Load(LoadArgs),
+    /// Manage tenants and API keys on a server that has keys on (needs
+    /// the admin key, as --api-key or SEGMENTD_API_KEY).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Ask a server's health service whether it is serving: exit 0 if it
+    /// is, 1 if not (for container health checks).
+    Health(HealthArgs),
     /// Write a synthetic merchant tenant (10M customers at scale 1, fixed
     /// seed): as events-jsonl and CSV files, or straight into a data directory.
     Generate(GenerateArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a tenant.
+    CreateTenant {
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+        #[arg(long)]
+        tenant: String,
+        /// Its IANA time zone (default UTC).
+        #[arg(long, default_value = "")]
+        time_zone: String,
+    },
+    /// Issue an API key for a tenant; prints the key, which is shown once.
+    CreateKey {
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+        #[arg(long)]
+        tenant: String,
+        /// A note on whom the key is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List the keys of a tenant (or of every tenant), revoked ones too.
+    ListKeys {
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key at once.
+    RevokeKey {
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+        /// The key id (the 16 hex digits after `sgd_`).
+        #[arg(long)]
+        key_id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
+    /// The service to ask about; empty for the server as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// The server to call, as host:port or an http:// URL.
-    #[arg(long, env = "SEGMENTD_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
     /// The tenant whose audiences are asked for.
     #[arg(long, env = "SEGMENTD_TENANT")]
     pub tenant: String,
@@ -150,6 +212,45 @@ pub struct ServeArgs {
           default_value_t = crate::store::DEFAULT_CACHE_BYTES >> 20,
           value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
     pub cache_mib: u64,
+    /// The admin key. With one, keys are on: every segment call needs a
+    /// tenant's key, and any address may be listened on. At least 16
+    /// characters; keep it in a secret store, not on a command line.
+    #[arg(long, env = "SEGMENTD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// A PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, env = "SEGMENTD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SEGMENTD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`/metrics`), as host:port; `off`
+    /// for nowhere. Unset, they are served on 127.0.0.1:9464 if that port
+    /// is free (a warning says so if not).
+    #[arg(long, env = "SEGMENTD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Seconds that health says NOT_SERVING after SIGTERM before the
+    /// server stops taking calls, so that load balancers move away first.
+    #[arg(long, env = "SEGMENTD_DRAIN_SECONDS", default_value_t = 0.0,
+          value_parser = parse_seconds)]
+    pub drain_seconds: f64,
+    /// Calls served at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SEGMENTD_MAX_CONCURRENT_CALLS",
+          default_value_t = crate::server::DEFAULT_MAX_CONCURRENT_CALLS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_calls: u32,
+    /// How logs are written to standard error.
+    #[arg(long, env = "SEGMENTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Where `serve` serves metrics unless told otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.0..=3600.0).contains(&seconds) => Ok(seconds),
+        _ => Err("a number of seconds from 0 to 3600".to_owned()),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,9 +261,8 @@ pub struct ImportArgs {
     /// The file's format.
     #[arg(long, value_enum)]
     pub format: ImportFormat,
-    /// The server to call, as host:port or an http:// URL.
-    #[arg(long, env = "SEGMENTD_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
     /// The Klaviyo list a klaviyo-list file holds the members of.
     #[arg(long)]
     pub list: Option<String>,

@@ -40,6 +40,10 @@ pub enum Error {
     #[error("{0}")]
     ResourceExhausted(String),
 
+    /// The caller's deadline passed before the work was done.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+
     /// The storage engine failed.
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),

@@ -5,13 +5,17 @@
 //! protobuf messages to the engine's types and back, and `server` wires the
 //! service, health and reflection onto a listener.
 
+pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod error;
+pub mod gate;
 pub mod generate;
 pub mod import;
 pub mod index;
 pub mod load;
+pub mod metrics;
 pub mod proto;
 pub mod rule;
 pub mod server;

@@ -6,12 +6,10 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::LoadArgs;
-use crate::proto::segment_service_client::SegmentServiceClient;
 use crate::proto::{
     CountAudienceRequest, Event, RecordEventsRequest, ResolveSegmentRequest,
     count_audience_request, event, resolve_segment_request,
 };
-use tonic::transport::Channel;
 
 /// Runs the load and prints the table.
 pub async fn run(args: LoadArgs) -> Result<(), String> {
@@ -27,7 +25,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 .map_err(|error| format!("--as-of `{text}`: {error}"))
         })
         .transpose()?;
-    let client = crate::import::connect(&args.server)
+    let client = crate::import::connect(&args.client)
         .await
         .map_err(|error| error.to_string())?;
     if let Some(batch) = args.record_events {
@@ -105,7 +103,7 @@ fn first_error(errors: &[tonic::Status]) -> Result<(), String> {
 /// Event ids carry the run's start time, so each run writes new events.
 async fn record(
     args: &LoadArgs,
-    client: SegmentServiceClient<Channel>,
+    client: crate::client::SegmentClient,
     batch: u32,
 ) -> Result<(), String> {
     let run = chrono::Utc::now().timestamp_millis();
@@ -233,7 +231,7 @@ fn print_table(
     };
     println!(
         "{what} over gRPC to {}, {} in flight, {seconds:.1} s; client on {} cores",
-        args.server,
+        args.client.server,
         args.concurrency,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );

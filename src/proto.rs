@@ -13,3 +13,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("segm
 
 /// The full gRPC name of the segment service, as health checks name it.
 pub const SERVICE_NAME: &str = "segmentd.v1.SegmentService";
+
+/// The full gRPC name of the admin service (tenants and API keys).
+pub const ADMIN_SERVICE_NAME: &str = "segmentd.v1.AdminService";

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -15,24 +16,60 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{Keys, SharedKeys};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::gate::{GateLayer, GateState};
+use crate::metrics::{Metrics, SharedMetrics};
+use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::service::Segments;
+use crate::service::admin::Admin;
 use crate::store::StoreOptions;
 
 /// Largest request message accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Calls served at once unless told otherwise; more are refused with
+/// `RESOURCE_EXHAUSTED` rather than queued.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 256;
+
+/// Everything `serve` can be told besides where to listen and what to serve.
+pub struct ServeOptions {
+    pub store: StoreOptions,
+    /// With one, keys are on (and any address may be listened on).
+    pub admin_key: Option<String>,
+    /// A PEM certificate chain and private key: serve TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<TcpListener>,
+    /// How long health says NOT_SERVING before a graceful stop begins.
+    pub drain: Duration,
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            store: StoreOptions::default(),
+            admin_key: None,
+            tls: None,
+            metrics: None,
+            drain: Duration::ZERO,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+        }
+    }
+}
 
 /// Refuses to serve without keys on anything but a loopback address.
-pub fn check_listen_address(addr: &SocketAddr) -> Result<()> {
-    if addr.ip().is_loopback() {
+pub fn check_listen_address(addr: &SocketAddr, keys_on: bool) -> Result<()> {
+    if keys_on || addr.ip().is_loopback() {
         return Ok(());
     }
     Err(Error::FailedPrecondition(format!(
-        "refusing to listen on {addr}: segmentd has no API keys yet, so it serves on loopback \
-         addresses only (127.0.0.1, ::1 or localhost, such as 127.0.0.1:50051)"
+        "refusing to listen on {addr} without API keys: give an admin key (--admin-key or \
+         SEGMENTD_ADMIN_KEY) to serve on other addresses, or listen on a loopback address \
+         (127.0.0.1, ::1 or localhost, such as 127.0.0.1:50051)"
     )))
 }
 
@@ -52,17 +89,46 @@ pub async fn serve_with(
     options: StoreOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let options = ServeOptions {
+        store: options,
+        ..ServeOptions::default()
+    };
+    serve_configured(listener, data, options, shutdown).await
+}
+
+/// As `serve`, with every setting.
+pub async fn serve_configured(
+    listener: TcpListener,
+    data: &Path,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener: {e}")))?;
-    check_listen_address(&local)?;
+    check_listen_address(&local, options.admin_key.is_some())?;
+    if options.max_concurrent_calls == 0 {
+        return Err(Error::invalid(
+            "--max-concurrent-calls",
+            "must be at least 1",
+        ));
+    }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::invalid("--tls-cert", format!("cannot use it: {e}")))?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
 
     let started = std::time::Instant::now();
     let path = data.to_owned();
-    let opening = tokio::task::spawn_blocking(move || Engine::open_with(&path, options)).await;
+    let store_options = options.store;
+    let opening =
+        tokio::task::spawn_blocking(move || Engine::open_with(&path, store_options)).await;
     let engine = match opening {
         Ok(engine) => engine?,
         // sled can panic on a damaged directory; report it rather than crash.
@@ -91,6 +157,19 @@ pub async fn serve_with(
         "storage open"
     );
 
+    let keys: SharedKeys = Arc::new(match &options.admin_key {
+        Some(admin_key) => Keys::with_admin_key(admin_key, &engine)?,
+        None => Keys::off(),
+    });
+    let metrics: SharedMetrics = Arc::new(Metrics::new());
+    let observed = metrics.clone();
+    engine.observe_commits(Box::new(move |elapsed| observed.commit(elapsed)));
+    let gate = GateLayer(Arc::new(GateState::new(
+        keys.clone(),
+        metrics.clone(),
+        options.max_concurrent_calls,
+    )));
+
     let reflection_v1 = reflection()
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
@@ -99,15 +178,59 @@ pub async fn serve_with(
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let segments = SegmentServiceServer::new(Segments::new(engine.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(Admin::new(engine.clone(), keys.clone()))
+        .max_decoding_message_size(1 << 20);
+
+    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = options.metrics.map(|listener| {
+        let address = listener.local_addr().ok();
+        tracing::info!(listen = ?address, "metrics at /metrics");
+        let mut stopped = stopped_rx.clone();
+        let engine = engine.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(error) = crate::metrics::serve(listener, metrics, engine, stop).await {
+                tracing::warn!(%error, "metrics server failed");
+            }
+        })
+    });
 
     set_health(&health, ServingStatus::Serving).await;
-    tracing::info!(listen = %local, "serving without API keys (loopback only)");
+    let scheme = if options.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    if keys.enabled() {
+        tracing::info!(listen = %local, scheme, "serving with API keys");
+    } else {
+        tracing::warn!(
+            listen = %local,
+            scheme,
+            "serving without API keys (loopback only): anyone on this host can read and \
+             write every tenant"
+        );
+    }
+    if options.tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "plaintext on a non-loopback address: keys travel in the clear; give --tls-cert and --tls-key");
+    }
 
     let stopping = health.clone();
+    let drain = options.drain;
     let shutdown = async move {
         shutdown.await;
-        tracing::info!("shutting down: finishing in-flight calls");
         set_health(&stopping, ServingStatus::NotServing).await;
+        if !drain.is_zero() {
+            tracing::info!(
+                seconds = drain.as_secs_f64(),
+                "shutting down: draining (health NOT_SERVING)"
+            );
+            tokio::time::sleep(drain).await;
+        }
+        tracing::info!("shutting down: finishing in-flight calls");
     };
     // Without TCP_NODELAY a response written in two parts waited for the
     // client's delayed ACK: 40 ms on a count whose answer echoes a long rule.
@@ -116,14 +239,20 @@ pub async fn serve_with(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    tonic::transport::Server::builder()
+    builder
+        .layer(gate)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(segments)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Internal(format!("server: {e}")))?;
+    let _ = stopped_tx.send(true);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
 
     let flushing = engine.clone();
     tokio::task::spawn_blocking(move || {

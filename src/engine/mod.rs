@@ -55,6 +55,9 @@ pub struct TenantInfo {
 pub struct Engine {
     store: Store,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+    /// Held while a tenant is created by name, so that one of two racing
+    /// creations is told the tenant exists.
+    creating: Mutex<()>,
 }
 
 impl Engine {
@@ -82,12 +85,18 @@ impl Engine {
         Ok(Engine {
             store,
             tenants: RwLock::new(tenants),
+            creating: Mutex::new(()),
         })
     }
 
     /// How many tenants are loaded.
     pub fn tenant_count(&self) -> usize {
         read(&self.tenants).len()
+    }
+
+    /// Sets the function told how long each commit to disk takes.
+    pub fn observe_commits(&self, observer: crate::store::CommitObserver) {
+        self.store.observe_commits(observer);
     }
 
     /// Flushes everything to disk; called on shutdown.

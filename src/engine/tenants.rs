@@ -19,6 +19,49 @@ use crate::store::{Batch, encode_json};
 use crate::time::{self, Seconds};
 
 impl Engine {
+    /// Creates a tenant with a time zone; `ALREADY_EXISTS` if it is stored.
+    pub fn create_tenant(&self, name: &str, time_zone: Tz, now: Seconds) -> Result<TenantInfo> {
+        let _creating = self.creating.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.tenant_info(name).is_ok() {
+            return Err(Error::AlreadyExists(format!("tenant `{name}` exists")));
+        }
+        self.set_time_zone(name, time_zone, now)
+    }
+
+    /// Whether a tenant is stored.
+    pub fn has_tenant(&self, name: &str) -> bool {
+        self.tenant_info(name).is_ok()
+    }
+
+    /// Each tenant's live customers and bitmaps, largest first, for metrics.
+    pub fn tenant_sizes(&self) -> Vec<(String, u64, u64)> {
+        let tenants: Vec<_> = read(&self.tenants).values().cloned().collect();
+        let mut sizes: Vec<_> = tenants
+            .iter()
+            .filter(|tenant| tenant.stored.load(Ordering::Acquire))
+            .map(|tenant| {
+                let index = read(&tenant.index);
+                (
+                    index.tenant.clone(),
+                    index.live().len(),
+                    index.bitmaps.len() as u64,
+                )
+            })
+            .collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        sizes
+    }
+
+    /// Every tenant's API keys.
+    pub fn api_keys(&self) -> Result<Vec<crate::store::records::ApiKeyRecord>> {
+        self.store.api_keys()
+    }
+
+    /// Stores an API key durably.
+    pub fn put_api_key(&self, record: &crate::store::records::ApiKeyRecord) -> Result<()> {
+        self.store.put_api_key(record)
+    }
+
     /// Sets a tenant's time zone (an IANA name), creating the tenant if need
     /// be, and re-buckets its events into the new zone's local days.
     pub fn set_time_zone(&self, name: &str, time_zone: Tz, now: Seconds) -> Result<TenantInfo> {

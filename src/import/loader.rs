@@ -11,14 +11,12 @@
 
 use std::future::Future;
 
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::ImportError;
-use crate::proto::segment_service_client::SegmentServiceClient;
 use crate::proto::{self, Customer, Event};
 
-type Client = SegmentServiceClient<Channel>;
+type Client = crate::client::SegmentClient;
 
 /// What an import did, for its closing line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

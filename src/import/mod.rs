@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 use chrono_tz::Tz;
 use tokio::sync::mpsc;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::cli::{ImportArgs, ImportFormat};
-use crate::proto::segment_service_client::SegmentServiceClient;
+use crate::client::SegmentClient;
 use crate::proto::{self, Customer, CustomerKey, Event};
 use loader::{LoadSummary, Loader};
 
@@ -53,8 +52,6 @@ pub enum ImportError {
     Skipped { count: usize },
     #[error("cannot reach the server at {server}: {message}")]
     Connect { server: String, message: String },
-    #[error("`{0}` is not a server address: give host:port or an http:// URL")]
-    BadServer(String),
     #[error("{0}")]
     Usage(String),
     /// A fault of the importer itself, not of the file or the server.
@@ -65,7 +62,7 @@ pub enum ImportError {
 }
 
 /// An error and its sources, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -76,27 +73,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Connects to a server given as `host:port` or a URL.
-pub async fn connect(server: &str) -> Result<SegmentServiceClient<Channel>, ImportError> {
-    let url = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
-    let failed = |message: String| ImportError::Connect {
-        server: server.to_owned(),
-        message,
-    };
-    let endpoint =
-        Endpoint::from_shared(url).map_err(|_| ImportError::BadServer(server.to_owned()))?;
-    let channel = endpoint.connect().await.map_err(|error| {
-        failed(format!(
-            "{}; is `segmentd serve` running there?",
-            error_chain(&error)
-        ))
-    })?;
-    Ok(SegmentServiceClient::new(channel)
-        .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES))
+/// Connects to the server, with the API key if one is given.
+pub async fn connect(client: &crate::client::ClientArgs) -> Result<SegmentClient, ImportError> {
+    client
+        .segments()
+        .await
+        .map_err(|message| ImportError::Connect {
+            server: client.server.clone(),
+            message,
+        })
 }
 
 /// One row of a file, as the reader thread hands it over.
@@ -144,7 +129,7 @@ pub async fn run(args: ImportArgs) -> Result<(), ImportError> {
         }
         list => list.clone(),
     };
-    let mut client = connect(&args.server).await?;
+    let mut client = connect(&args.client).await?;
     let time_zone = tenant_time_zone(&mut client, &args.tenant).await?;
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
 
@@ -530,10 +515,7 @@ async fn remove_others(
 }
 
 /// The tenant's time zone, or UTC for a tenant that does not exist yet.
-async fn tenant_time_zone(
-    client: &mut SegmentServiceClient<Channel>,
-    tenant: &str,
-) -> Result<Tz, ImportError> {
+async fn tenant_time_zone(client: &mut SegmentClient, tenant: &str) -> Result<Tz, ImportError> {
     let request = proto::GetTenantRequest {
         tenant: tenant.to_owned(),
     };

@@ -25,7 +25,54 @@ const DEFAULT_SAMPLE: usize = 10;
 /// Largest sample of `DiffAudiences`.
 const MAX_SAMPLE: usize = 1_000;
 
-pub type ExportStream = ReceiverStream<Result<proto::ExportAudienceResponse, Status>>;
+pub type ExportStream =
+    DeadlineStream<ReceiverStream<Result<proto::ExportAudienceResponse, Status>>>;
+
+/// A stream that ends with `DEADLINE_EXCEEDED` when the caller's deadline
+/// passes; dropping the inner stream then stops whatever feeds it.
+pub struct DeadlineStream<S> {
+    inner: Option<S>,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> DeadlineStream<S> {
+    fn new(inner: S, deadline: Option<Instant>) -> Self {
+        DeadlineStream {
+            inner: Some(inner),
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into()))),
+        }
+    }
+}
+
+impl<S, T> tokio_stream::Stream for DeadlineStream<S>
+where
+    S: tokio_stream::Stream<Item = Result<T, Status>> + Unpin,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.inner.is_none() {
+            return Poll::Ready(None);
+        }
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            self.inner = None;
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(
+                "the call's deadline (grpc-timeout) passed before the stream ended",
+            ))));
+        }
+        let polled = std::pin::Pin::new(self.inner.as_mut().expect("checked above")).poll_next(cx);
+        if let Poll::Ready(None) = polled {
+            self.inner = None;
+        }
+        polled
+    }
+}
 
 impl Segments {
     pub(super) async fn export(
@@ -58,6 +105,7 @@ impl Segments {
             })
             .await?;
 
+        let deadline = crate::gate::current_deadline();
         let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
@@ -87,7 +135,10 @@ impl Segments {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        Ok(Response::new(DeadlineStream::new(
+            ReceiverStream::new(receiver),
+            deadline,
+        )))
     }
 
     pub(super) async fn create_snapshot(

@@ -1,6 +1,7 @@
 //! The gRPC face of the engine: each handler validates its request,
 //! converts it, runs the engine on a blocking thread, and converts back.
 
+pub mod admin;
 pub mod audiences;
 pub mod convert;
 pub mod rules;
@@ -12,6 +13,7 @@ use std::time::Instant;
 
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::engine::Engine;
 use crate::engine::types::Audience;
 use crate::error::{Error, Result};
@@ -48,7 +50,23 @@ impl Segments {
     {
         let started = Instant::now();
         let engine = self.engine.clone();
-        let outcome = match tokio::task::spawn_blocking(move || work(&engine)).await {
+        let deadline = crate::gate::current_deadline();
+        let work = tokio::task::spawn_blocking(move || {
+            // A call that waited for a thread past its deadline is not begun.
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(deadline_passed());
+            }
+            work(&engine)
+        });
+        let finished = match deadline {
+            // The evaluation itself runs to its end on its thread; the
+            // caller is answered at its deadline.
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .unwrap_or_else(|_| Ok(Err(deadline_passed()))),
+            None => work.await,
+        };
+        let outcome = match finished {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 if error.is_internal() {
@@ -99,10 +117,83 @@ impl Segments {
     }
 }
 
+fn deadline_passed() -> Error {
+    Error::DeadlineExceeded("the call's deadline (grpc-timeout) passed".to_owned())
+}
+
+/// A request that names the tenant it is about.
+pub trait Tenanted {
+    fn tenant(&self) -> &str;
+}
+
+macro_rules! tenanted {
+    ($($request:ident),* $(,)?) => {
+        $(impl Tenanted for proto::$request {
+            fn tenant(&self) -> &str {
+                &self.tenant
+            }
+        })*
+    };
+}
+
+tenanted!(
+    UpsertCustomersRequest,
+    RecordEventsRequest,
+    DeleteCustomersRequest,
+    MatchCustomersRequest,
+    CreateSegmentRequest,
+    GetSegmentRequest,
+    ListSegmentsRequest,
+    UpdateSegmentRequest,
+    ArchiveSegmentRequest,
+    UnarchiveSegmentRequest,
+    CountAudienceRequest,
+    ResolveSegmentRequest,
+    GetTenantRequest,
+    UpdateTenantRequest,
+    ExportAudienceRequest,
+    CreateSnapshotRequest,
+    GetSnapshotRequest,
+    ListSnapshotsRequest,
+    DeleteSnapshotRequest,
+    ExplainMembershipRequest,
+    ListCustomerSegmentsRequest,
+    CountOverlapRequest,
+    DiffAudiencesRequest,
+);
+
+/// The request's message, if its caller may touch the tenant it names;
+/// decided before anything else about the request.
+fn admit<T: Tenanted>(request: Request<T>) -> Result<T, Status> {
+    let caller = request.extensions().get::<Caller>().cloned();
+    let message = request.into_inner();
+    let Some(caller) = caller else {
+        // Every route passes the gate; a call that did not is refused.
+        tracing::error!("a call reached the segment service without passing the gate");
+        return Err(Status::internal(
+            "internal error; the server log has the details",
+        ));
+    };
+    if let Err(status) = caller.check_tenant(message.tenant()) {
+        let shown: String = message
+            .tenant()
+            .chars()
+            .take(convert::MAX_TENANT_BYTES)
+            .collect();
+        tracing::info!(
+            tenant = shown,
+            code = "PERMISSION_DENIED",
+            "call refused: another tenant's key"
+        );
+        return Err(status);
+    }
+    Ok(message)
+}
+
 fn log_call(rpc: &str, tenant: &str, started: Instant, error: Option<&Status>) {
     let micros = started.elapsed().as_micros() as u64;
     match error.map(Status::code) {
-        None => tracing::debug!(rpc, tenant, code = "OK", micros, "call"),
+        None => tracing::info!(rpc, tenant, code = "OK", micros, "call"),
         Some(Code::Internal | Code::Unknown | Code::DataLoss) => {
             tracing::error!(rpc, tenant, code = ?error.map(Status::code), micros, "call failed")
         }
@@ -150,7 +241,7 @@ impl SegmentService for Segments {
         request: Request<proto::UpsertCustomersRequest>,
     ) -> Result<Response<proto::UpsertCustomersResponse>, Status> {
         const RPC: &str = "UpsertCustomers";
-        let proto::UpsertCustomersRequest { tenant, customers } = request.into_inner();
+        let proto::UpsertCustomersRequest { tenant, customers } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(customers.len(), "customers")?;
@@ -183,7 +274,7 @@ impl SegmentService for Segments {
         request: Request<proto::RecordEventsRequest>,
     ) -> Result<Response<proto::RecordEventsResponse>, Status> {
         const RPC: &str = "RecordEvents";
-        let proto::RecordEventsRequest { tenant, events } = request.into_inner();
+        let proto::RecordEventsRequest { tenant, events } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(events.len(), "events")?;
@@ -219,7 +310,7 @@ impl SegmentService for Segments {
         let proto::DeleteCustomersRequest {
             tenant,
             customer_ids,
-        } = request.into_inner();
+        } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(customer_ids.len(), "customer_ids")?;
@@ -251,7 +342,7 @@ impl SegmentService for Segments {
         request: Request<proto::MatchCustomersRequest>,
     ) -> Result<Response<proto::MatchCustomersResponse>, Status> {
         const RPC: &str = "MatchCustomers";
-        let proto::MatchCustomersRequest { tenant, keys } = request.into_inner();
+        let proto::MatchCustomersRequest { tenant, keys } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(keys.len(), "keys")?;
@@ -286,7 +377,7 @@ impl SegmentService for Segments {
             tenant,
             segment_id,
             segment,
-        } = request.into_inner();
+        } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let segment_id = convert::id(&segment_id, "segment_id")?;
@@ -315,7 +406,7 @@ impl SegmentService for Segments {
         request: Request<proto::GetSegmentRequest>,
     ) -> Result<Response<proto::GetSegmentResponse>, Status> {
         const RPC: &str = "GetSegment";
-        let proto::GetSegmentRequest { tenant, segment_id } = request.into_inner();
+        let proto::GetSegmentRequest { tenant, segment_id } = admit(request)?;
         let checked = (|| {
             Ok((
                 convert::tenant(&tenant)?,
@@ -349,7 +440,7 @@ impl SegmentService for Segments {
             page_token,
             show_archived,
             show_counts,
-        } = request.into_inner();
+        } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let page_size =
@@ -410,7 +501,7 @@ impl SegmentService for Segments {
             audience,
             as_of,
             node_counts,
-        } = request.into_inner();
+        } = admit(request)?;
         let audience = audience.map(AudienceField::from);
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
@@ -461,7 +552,7 @@ impl SegmentService for Segments {
             as_of,
             page_size,
             page_token,
-        } = request.into_inner();
+        } = admit(request)?;
         let audience = audience.map(AudienceField::from);
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
@@ -506,7 +597,7 @@ impl SegmentService for Segments {
         request: Request<proto::GetTenantRequest>,
     ) -> Result<Response<proto::GetTenantResponse>, Status> {
         const RPC: &str = "GetTenant";
-        let proto::GetTenantRequest { tenant } = request.into_inner();
+        let proto::GetTenantRequest { tenant } = admit(request)?;
         let tenant_name = match convert::tenant(&tenant) {
             Ok(name) => name,
             Err(error) => return refuse(RPC, &tenant, error),
@@ -529,7 +620,7 @@ impl SegmentService for Segments {
         request: Request<proto::UpdateTenantRequest>,
     ) -> Result<Response<proto::UpdateTenantResponse>, Status> {
         const RPC: &str = "UpdateTenant";
-        let proto::UpdateTenantRequest { tenant, time_zone } = request.into_inner();
+        let proto::UpdateTenantRequest { tenant, time_zone } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let time_zone = crate::engine::tenants::time_zone(&time_zone, "time_zone")?;
@@ -565,7 +656,7 @@ impl SegmentService for Segments {
             segment,
             version,
             update_mask,
-        } = request.into_inner();
+        } = admit(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let segment_id = convert::id(&segment_id, "segment_id")?;
@@ -596,7 +687,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ArchiveSegmentRequest>,
     ) -> Result<Response<proto::ArchiveSegmentResponse>, Status> {
-        let proto::ArchiveSegmentRequest { tenant, segment_id } = request.into_inner();
+        let proto::ArchiveSegmentRequest { tenant, segment_id } = admit(request)?;
         let record = self
             .set_archived("ArchiveSegment", tenant, segment_id, true)
             .await?;
@@ -609,7 +700,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::UnarchiveSegmentRequest>,
     ) -> Result<Response<proto::UnarchiveSegmentResponse>, Status> {
-        let proto::UnarchiveSegmentRequest { tenant, segment_id } = request.into_inner();
+        let proto::UnarchiveSegmentRequest { tenant, segment_id } = admit(request)?;
         let record = self
             .set_archived("UnarchiveSegment", tenant, segment_id, false)
             .await?;
@@ -624,14 +715,14 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ExportAudienceRequest>,
     ) -> Result<Response<Self::ExportAudienceStream>, Status> {
-        self.export(request.into_inner()).await
+        self.export(admit(request)?).await
     }
 
     async fn create_snapshot(
         &self,
         request: Request<proto::CreateSnapshotRequest>,
     ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        Segments::create_snapshot(self, request.into_inner())
+        Segments::create_snapshot(self, admit(request)?)
             .await
             .map(Response::new)
     }
@@ -640,7 +731,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::GetSnapshotRequest>,
     ) -> Result<Response<proto::GetSnapshotResponse>, Status> {
-        Segments::get_snapshot(self, request.into_inner())
+        Segments::get_snapshot(self, admit(request)?)
             .await
             .map(Response::new)
     }
@@ -649,7 +740,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ListSnapshotsRequest>,
     ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
-        Segments::list_snapshots(self, request.into_inner())
+        Segments::list_snapshots(self, admit(request)?)
             .await
             .map(Response::new)
     }
@@ -658,7 +749,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::DeleteSnapshotRequest>,
     ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
-        Segments::delete_snapshot(self, request.into_inner())
+        Segments::delete_snapshot(self, admit(request)?)
             .await
             .map(Response::new)
     }
@@ -667,7 +758,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ExplainMembershipRequest>,
     ) -> Result<Response<proto::ExplainMembershipResponse>, Status> {
-        Segments::explain_membership(self, request.into_inner())
+        Segments::explain_membership(self, admit(request)?)
             .await
             .map(Response::new)
     }
@@ -676,7 +767,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ListCustomerSegmentsRequest>,
     ) -> Result<Response<proto::ListCustomerSegmentsResponse>, Status> {
-        Segments::list_customer_segments(self, request.into_inner())
+        Segments::list_customer_segments(self, admit(request)?)
             .await
             .map(Response::new)
     }
@@ -685,7 +776,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::CountOverlapRequest>,
     ) -> Result<Response<proto::CountOverlapResponse>, Status> {
-        Segments::count_overlap(self, request.into_inner())
+        Segments::count_overlap(self, admit(request)?)
             .await
             .map(Response::new)
     }
@@ -694,7 +785,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::DiffAudiencesRequest>,
     ) -> Result<Response<proto::DiffAudiencesResponse>, Status> {
-        Segments::diff_audiences(self, request.into_inner())
+        Segments::diff_audiences(self, admit(request)?)
             .await
             .map(Response::new)
     }

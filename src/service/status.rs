@@ -15,6 +15,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Aborted(_) => Code::Aborted,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => Code::Internal,
         };
         if code == Code::Internal {

@@ -20,6 +20,7 @@
 //! | `K` | `e` or `p`, length (u16), e-mail or phone, dense id | (empty): customers by contact |
 //! | `P` | snapshot id | snapshot record, JSON |
 //! | `Q` | snapshot id | the snapshot's members (dense ids), roaring format |
+//! | `A` | key id | an API key of the tenant, JSON (its secret only as a hash) |
 //!
 //! Bitmaps are stored a chunk (the ids sharing their high 16 bits) per key;
 //! a write stores only its changes as a `D` row, and a checkpoint now and
@@ -52,6 +53,7 @@ pub const TAG_SEGMENT: u8 = b'S';
 pub const TAG_CONTACT: u8 = b'K';
 pub const TAG_SNAPSHOT: u8 = b'P';
 pub const TAG_SNAPSHOT_MEMBERS: u8 = b'Q';
+pub const TAG_API_KEY: u8 = b'A';
 
 /// The prefix of one tenant's rows of one table.
 pub fn tenant_prefix(tag: u8, tenant: &str) -> Vec<u8> {
@@ -108,6 +110,12 @@ pub fn event_ids_key(tenant: &str, sequence: u64) -> Vec<u8> {
 pub fn event_id_key(tenant: &str, event_id: &str) -> Vec<u8> {
     let mut key = tenant_prefix(TAG_EVENT_ID, tenant);
     key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
+pub fn api_key_key(tenant: &str, key_id: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(TAG_API_KEY, tenant);
+    key.extend_from_slice(key_id.as_bytes());
     key
 }
 

@@ -77,7 +77,12 @@ pub struct Store {
     manifest: Mutex<(Instant, u64)>,
     /// Event ids of committed batches on their way to `E` rows.
     event_ids: event_ids::EventIds,
+    /// Told how long each commit took, for metrics.
+    on_commit: std::sync::OnceLock<CommitObserver>,
 }
+
+/// A function told the time each commit took, to its flush.
+pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// The key of the database's own count of commits.
 const COMMITS_KEY: &[u8] = b"\0commits";
@@ -202,6 +207,7 @@ impl Store {
             options,
             commits: Mutex::new(commits),
             manifest: Mutex::new((Instant::now(), commits)),
+            on_commit: std::sync::OnceLock::new(),
         })
     }
 
@@ -210,8 +216,15 @@ impl Store {
         self.options
     }
 
+    /// Sets the function told how long each commit takes; only the first
+    /// call counts.
+    pub fn observe_commits(&self, observer: CommitObserver) {
+        let _ = self.on_commit.set(observer);
+    }
+
     /// Applies a batch atomically and waits until it is on disk.
     pub fn commit(&self, batch: Batch) -> Result<()> {
+        let started = Instant::now();
         let Batch(mut batch) = batch;
         let number = {
             // Numbers are taken and batches applied in one order, so the
@@ -224,6 +237,9 @@ impl Store {
             number
         };
         self.db.flush()?;
+        if let Some(observe) = self.on_commit.get() {
+            observe(started.elapsed());
+        }
 
         // Every commit up to `number` is durable now; say so now and then.
         let mut manifest = self.manifest.lock().unwrap_or_else(PoisonError::into_inner);
@@ -248,6 +264,26 @@ impl Store {
         manifest::write(&self.path, commits)?;
         *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = (Instant::now(), commits);
         Ok(())
+    }
+
+    /// Every tenant's API keys, in key order (by tenant, then key id).
+    pub fn api_keys(&self) -> Result<Vec<records::ApiKeyRecord>> {
+        let mut found = Vec::new();
+        for row in self.db.scan_prefix([keys::TAG_API_KEY]) {
+            let (_, value) = row?;
+            found.push(decode_json(&value, "API key")?);
+        }
+        Ok(found)
+    }
+
+    /// Stores an API key, durably.
+    pub fn put_api_key(&self, record: &records::ApiKeyRecord) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.insert(
+            keys::api_key_key(&record.tenant, &record.key_id),
+            encode_json(record)?,
+        );
+        self.commit(batch)
     }
 
     /// Reads every tenant.

@@ -142,3 +142,18 @@ pub struct SnapshotRecord {
     /// Members when taken.
     pub taken_count: u64,
 }
+
+/// An API key of a tenant. The secret itself is never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub label: String,
+    /// SHA-256 of the secret, hex.
+    pub secret_sha256: String,
+    /// Microseconds since the epoch.
+    pub create_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_time: Option<i64>,
+}

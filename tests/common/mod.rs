@@ -7,11 +7,13 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use bytes::{Buf, BufMut};
 use segmentd::proto::segment_service_client::SegmentServiceClient;
 use segmentd::proto::{ResolveSegmentRequest, resolve_segment_request};
 use segmentd::store::StoreOptions;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 /// A running server.
@@ -30,12 +32,24 @@ impl TestServer {
 
     /// Starts a server whose storage is opened with `options`.
     pub async fn start_with(data: &Path, options: StoreOptions) -> TestServer {
+        let options = segmentd::server::ServeOptions {
+            store: options,
+            ..Default::default()
+        };
+        TestServer::start_configured(data, options).await
+    }
+
+    /// Starts a server with every setting given.
+    pub async fn start_configured(
+        data: &Path,
+        options: segmentd::server::ServeOptions,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let path = data.to_owned();
         let task = tokio::spawn(async move {
-            segmentd::server::serve_with(listener, &path, options, async {
+            segmentd::server::serve_configured(listener, &path, options, async {
                 let _ = stopped.await;
             })
             .await
@@ -117,5 +131,41 @@ pub fn ts(text: &str) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: 0,
+    }
+}
+
+/// Sends and receives messages as the bytes they are, so that any method
+/// of the descriptor set can be called.
+#[derive(Clone, Copy, Default)]
+pub struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        Ok(Some(bytes.to_vec()))
     }
 }

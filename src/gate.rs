@@ -1,0 +1,391 @@
+//! The gate every call passes before it reaches a service: it checks the
+//! API key, sheds load past the concurrency limit, notes the caller's
+//! deadline, and counts the call in the metrics when its answer ends.
+//!
+//! Health and reflection pass untouched, so that probes and grpcurl work
+//! without a key.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{Code, Status};
+
+use crate::auth::{Caller, SharedKeys};
+use crate::metrics::{InFlight, SharedMetrics};
+
+/// The longest deadline honoured as given; longer ones are cut to this.
+const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+tokio::task_local! {
+    /// When the caller of the call being served stops waiting, as its
+    /// `grpc-timeout` header says.
+    static DEADLINE: Option<Instant>;
+}
+
+/// The deadline of the call this task serves, if it set one.
+pub fn current_deadline() -> Option<Instant> {
+    DEADLINE.try_with(|deadline| *deadline).ok().flatten()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Segments,
+    Admin,
+}
+
+/// What the gate knows and holds, shared by every connection.
+pub struct GateState {
+    keys: SharedKeys,
+    metrics: SharedMetrics,
+    permits: Arc<Semaphore>,
+    max_calls: usize,
+    /// Paths of the gated RPCs, to their method names (metric labels).
+    methods: HashMap<String, (Service, &'static str)>,
+}
+
+impl GateState {
+    pub fn new(keys: SharedKeys, metrics: SharedMetrics, max_calls: usize) -> GateState {
+        let mut methods = HashMap::new();
+        if let Ok(pool) = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET) {
+            for service in pool.services() {
+                let kind = match service.full_name() {
+                    crate::proto::SERVICE_NAME => Service::Segments,
+                    crate::proto::ADMIN_SERVICE_NAME => Service::Admin,
+                    _ => continue,
+                };
+                for method in service.methods() {
+                    // A few dozen names, leaked once per server.
+                    let name: &'static str = Box::leak(method.name().to_owned().into_boxed_str());
+                    methods.insert(format!("/{}/{}", service.full_name(), name), (kind, name));
+                }
+            }
+        }
+        GateState {
+            keys,
+            metrics,
+            permits: Arc::new(Semaphore::new(max_calls)),
+            max_calls,
+            methods,
+        }
+    }
+}
+
+/// The layer that puts a [`Gate`] in front of the server's routes.
+#[derive(Clone)]
+pub struct GateLayer(pub Arc<GateState>);
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    state: Arc<GateState>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Gate<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Default + Unpin + Send + 'static,
+{
+    type Response = Response<Observed<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let state = self.state.clone();
+        let path = request.uri().path();
+        let gated = state.methods.get(path).copied().or_else(|| {
+            // An unknown method of a gated service is still a call to it.
+            let service = path.trim_start_matches('/').split('/').next()?;
+            match service {
+                crate::proto::SERVICE_NAME => Some((Service::Segments, "other")),
+                crate::proto::ADMIN_SERVICE_NAME => Some((Service::Admin, "other")),
+                _ => None,
+            }
+        });
+        let Some((service, method)) = gated else {
+            // Health, reflection, and paths no service knows.
+            let future = self.inner.call(request);
+            return Box::pin(async move { Ok(future.await?.map(Observed::untracked)) });
+        };
+
+        let admitted = admit(&state, service, request.headers());
+        let (caller, permit) = match admitted {
+            Ok(admitted) => admitted,
+            Err(status) => {
+                let code = status.code();
+                tracing::info!(
+                    rpc = method,
+                    code = crate::metrics::code_name(code),
+                    message = status.message(),
+                    "call refused at the gate"
+                );
+                state.metrics.call(method, code, started.elapsed());
+                let response = status.into_http::<ResBody>().map(Observed::untracked);
+                return Box::pin(async move { Ok(response) });
+            }
+        };
+        let deadline = grpc_timeout(request.headers()).map(|t| started + t.min(MAX_DEADLINE));
+        request.extensions_mut().insert(caller);
+
+        let held = Held {
+            metrics: state.metrics.clone(),
+            method,
+            started,
+            code: None,
+            _permit: permit,
+            _in_flight: state.metrics.enter(),
+        };
+        // The service was readied for this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut response = DEADLINE.scope(deadline, inner.call(request)).await?;
+            undecodable_is_invalid(response.headers_mut());
+            let code = header_code(response.headers());
+            Ok(response.map(|body| Observed {
+                body,
+                held: Some(held),
+                code,
+            }))
+        })
+    }
+}
+
+/// The caller, and a permit of the concurrency limit, or why not.
+fn admit(
+    state: &GateState,
+    service: Service,
+    headers: &HeaderMap,
+) -> Result<(Caller, OwnedSemaphorePermit), Status> {
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let caller = match service {
+        Service::Segments => state.keys.authenticate(authorization)?,
+        Service::Admin if !state.keys.enabled() => {
+            return Err(Status::failed_precondition(
+                "keys are off: this server was started without --admin-key, so it has no \
+                 tenants or keys to manage",
+            ));
+        }
+        Service::Admin => match state.keys.authenticate(authorization)? {
+            Caller::Admin => Caller::Admin,
+            _ => {
+                return Err(Status::permission_denied(
+                    "the admin service takes the admin key only",
+                ));
+            }
+        },
+    };
+    let permit = state.permits.clone().try_acquire_owned().map_err(|_| {
+        state.metrics.shed();
+        Status::resource_exhausted(format!(
+            "{} calls are in flight, the most this server takes (--max-concurrent-calls); \
+             retry with backoff",
+            state.max_calls
+        ))
+    })?;
+    Ok((caller, permit))
+}
+
+/// The `grpc-timeout` header: digits, then H, M, S, m, u or n.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// A request that does not decode (a string that is not UTF-8, a field of
+/// the wrong wire type) is bad input: tonic answers it INTERNAL, this
+/// makes it INVALID_ARGUMENT, keeping tonic's message, which names the
+/// message and field (`CountAudienceRequest.rule_text: invalid string value`).
+fn undecodable_is_invalid(headers: &mut HeaderMap) {
+    let internal = headers.get("grpc-status").is_some_and(|code| code == "13");
+    let undecodable = headers.get("grpc-message").is_some_and(|message| {
+        message
+            .as_bytes()
+            .starts_with(b"failed%20to%20decode%20Protobuf")
+    });
+    if internal && undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+}
+
+fn header_code(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    Some(Code::from_i32(value.parse().ok()?))
+}
+
+/// What a tracked call holds until its answer ends; dropped, it counts
+/// the call with its code (CANCELLED if none was seen: the caller went
+/// away, or the server's own timeout dropped the call).
+struct Held {
+    metrics: SharedMetrics,
+    method: &'static str,
+    started: Instant,
+    code: Option<Code>,
+    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(Code::Cancelled);
+        self.metrics.call(self.method, code, self.started.elapsed());
+    }
+}
+
+/// A response body that records the call's code and duration when the
+/// body ends (or is dropped, when the caller goes away), and releases its
+/// permit then: a stream holds one for as long as it runs.
+pub struct Observed<B> {
+    body: B,
+    held: Option<Held>,
+    /// The code of a trailers-only answer, from its headers.
+    code: Option<Code>,
+}
+
+impl<B> Observed<B> {
+    fn untracked(body: B) -> Observed<B> {
+        Observed {
+            body,
+            held: None,
+            code: None,
+        }
+    }
+
+    fn finish(&mut self, code: Code) {
+        if let Some(mut held) = self.held.take() {
+            held.code = Some(code);
+        }
+    }
+}
+
+impl<B> Drop for Observed<B> {
+    fn drop(&mut self) {
+        // Dropped before its end: a trailers-only answer, or the caller
+        // went away.
+        if let Some(code) = self.code {
+            self.finish(code);
+        }
+    }
+}
+
+impl<B> http_body::Body for Observed<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let polled = match polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    undecodable_is_invalid(&mut trailers);
+                    if let Some(code) = header_code(&trailers) {
+                        self.finish(code);
+                    }
+                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+            Poll::Ready(Some(Err(_))) => self.finish(Code::Internal),
+            Poll::Ready(None) => {
+                let code = self.code.unwrap_or(Code::Unknown);
+                self.finish(code);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B: Default> Default for Observed<B> {
+    fn default() -> Self {
+        Observed::untracked(B::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", value.parse().unwrap());
+        grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(timeout_of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout_of("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            timeout_of("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(timeout_of("5n"), Some(Duration::from_nanos(5)));
+        // At most eight digits, and a known unit.
+        assert_eq!(timeout_of("123456789S"), None);
+        assert_eq!(timeout_of("10s"), None);
+        assert_eq!(timeout_of("S"), None);
+        assert_eq!(timeout_of("-1S"), None);
+    }
+}
