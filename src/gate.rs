@@ -167,7 +167,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let mut response = DEADLINE.scope(deadline, inner.call(request)).await?;
-            undecodable_is_invalid(response.headers_mut());
+            caller_codes(response.headers_mut());
             let code = header_code(response.headers());
             Ok(response.map(|body| Observed {
                 body,
@@ -234,20 +234,26 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// A request that does not decode (a string that is not UTF-8, a field of
-/// the wrong wire type) is bad input: tonic answers it INTERNAL, this
-/// makes it INVALID_ARGUMENT, keeping tonic's message, which names the
-/// message and field (`CountAudienceRequest.rule_text: invalid string value`).
-fn undecodable_is_invalid(headers: &mut HeaderMap) {
-    let internal = headers.get("grpc-status").is_some_and(|code| code == "13");
-    let undecodable = headers.get("grpc-message").is_some_and(|message| {
-        message
-            .as_bytes()
-            .starts_with(b"failed%20to%20decode%20Protobuf")
-    });
-    if internal && undecodable {
-        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
-    }
+/// Puts right two codes tonic gives for the caller's faults. A request
+/// that does not decode (a string that is not UTF-8, a field of the wrong
+/// wire type) is bad input, not INTERNAL: INVALID_ARGUMENT, keeping tonic's
+/// message, which names the message and field
+/// (`CountAudienceRequest.rule_text: invalid string value`). A message over
+/// the size limit is a limit, not OUT_OF_RANGE: RESOURCE_EXHAUSTED.
+fn caller_codes(headers: &mut HeaderMap) {
+    let Some(message) = headers.get("grpc-message").map(|m| m.as_bytes()) else {
+        return;
+    };
+    let code = match headers.get("grpc-status").map(|c| c.as_bytes()) {
+        Some(b"13") if message.starts_with(b"failed%20to%20decode%20Protobuf") => "3",
+        Some(b"11")
+            if message.starts_with(b"Error,%20decoded%20message%20length%20too%20large") =>
+        {
+            "8"
+        }
+        _ => return,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static(code));
 }
 
 fn header_code(headers: &HeaderMap) -> Option<Code> {
@@ -325,7 +331,7 @@ where
         let polled = match polled {
             Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
                 Ok(mut trailers) => {
-                    undecodable_is_invalid(&mut trailers);
+                    caller_codes(&mut trailers);
                     if let Some(code) = header_code(&trailers) {
                         self.finish(code);
                     }

@@ -23,13 +23,13 @@ pub const MAX_TENANT_SERIES: usize = 50;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
-    method: String,
-    code: String,
+    method: &'static str,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,12 +127,11 @@ impl Metrics {
     }
 
     /// Records a finished call.
-    pub fn call(&self, method: &str, code: tonic::Code, elapsed: Duration) {
-        let method = method.to_owned();
+    pub fn call(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         self.calls
             .get_or_create(&CallLabels {
-                method: method.clone(),
-                code: code_name(code).to_owned(),
+                method,
+                code: code_name(code),
             })
             .inc();
         self.latency

@@ -113,7 +113,11 @@ pub async fn serve_configured(
             "must be at least 1",
         ));
     }
-    let mut builder = tonic::transport::Server::builder();
+    // Keepalive pings find callers that vanished without closing their
+    // connection, so that their streams stop.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some((cert, key)) = &options.tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder = builder

@@ -358,7 +358,7 @@ async fn tls_serves_the_same_answers_and_refuses_plaintext() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_that_does_not_decode_is_invalid_and_names_its_field() {
+async fn undecodable_and_oversized_requests_get_the_callers_codes() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     // CountAudienceRequest with `tenant` (field 1, length-delimited) set to
@@ -376,6 +376,25 @@ async fn a_request_that_does_not_decode_is_invalid_and_names_its_field() {
         status.message().contains("CountAudienceRequest.tenant"),
         "{status:?}"
     );
+
+    // A message over the 16 MiB limit is refused as a limit.
+    let huge = 17 << 20;
+    let mut message = vec![0x0a];
+    let mut len = huge as u64;
+    while len >= 0x80 {
+        message.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    message.push(len as u8);
+    message.resize(message.len() + huge, b'a');
+    let path = http::uri::PathAndQuery::from_static("/segmentd.v1.SegmentService/CountAudience");
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(tonic::Request::new(message), path, common::Raw)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
     // The server is still there.
     let mut client = SegmentServiceClient::new(server.channel().await);
     let missing = client.count_audience(count_request("t", "opted_in")).await;
