@@ -11,7 +11,7 @@
 //! call anything, and the admin service refuses every call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -24,7 +24,7 @@ use crate::store::records::ApiKeyRecord;
 
 /// The shortest admin key accepted.
 pub const MIN_ADMIN_KEY_CHARS: usize = 16;
-/// The most keys a tenant may hold, revoked ones included.
+/// The most live keys a tenant may hold.
 pub const MAX_KEYS_PER_TENANT: usize = 100;
 
 const KEY_PREFIX: &str = "sgd_";
@@ -66,6 +66,10 @@ impl Caller {
 pub struct Keys {
     admin_sha256: Option<[u8; 32]>,
     by_id: RwLock<HashMap<String, ApiKeyRecord>>,
+    /// Held by whoever creates or revokes a key, across its commit, so
+    /// that `by_id` is never locked while the disk is flushed: calls are
+    /// authenticated on the async threads.
+    writing: Mutex<()>,
 }
 
 impl Keys {
@@ -74,26 +78,13 @@ impl Keys {
         Keys {
             admin_sha256: None,
             by_id: RwLock::default(),
+            writing: Mutex::default(),
         }
     }
 
     /// Keys on, with `admin_key` and the tenant keys stored in `engine`.
     pub fn with_admin_key(admin_key: &str, engine: &Engine) -> Result<Keys> {
-        if admin_key.chars().count() < MIN_ADMIN_KEY_CHARS {
-            return Err(Error::invalid(
-                "--admin-key",
-                format!(
-                    "shorter than {MIN_ADMIN_KEY_CHARS} characters; use a random one, such as \
-                     the output of `openssl rand -base64 32`"
-                ),
-            ));
-        }
-        if admin_key.starts_with(KEY_PREFIX) {
-            return Err(Error::invalid(
-                "--admin-key",
-                format!("starts with `{KEY_PREFIX}`, as tenant keys do; choose another"),
-            ));
-        }
+        check_admin_key(admin_key)?;
         let by_id = engine
             .api_keys()?
             .into_iter()
@@ -102,6 +93,7 @@ impl Keys {
         Ok(Keys {
             admin_sha256: Some(sha256(admin_key.as_bytes())),
             by_id: RwLock::new(by_id),
+            writing: Mutex::default(),
         })
     }
 
@@ -120,10 +112,12 @@ impl Keys {
                 "no API key: send `authorization: Bearer <key>`",
             ));
         };
+        // The scheme's name is case-insensitive (RFC 9110).
         let key = std::str::from_utf8(header)
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must read `Bearer <key>`")
             })?;
@@ -161,11 +155,15 @@ impl Keys {
         label: &str,
         now_micros: i64,
     ) -> Result<(ApiKeyRecord, String)> {
-        let mut keys = self.by_id.write().unwrap_or_else(PoisonError::into_inner);
-        let held = keys.values().filter(|r| r.tenant == tenant).count();
-        if held >= MAX_KEYS_PER_TENANT {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = self
+            .list(Some(tenant))
+            .iter()
+            .filter(|record| record.revoke_time.is_none())
+            .count();
+        if live >= MAX_KEYS_PER_TENANT {
             return Err(Error::ResourceExhausted(format!(
-                "tenant `{tenant}` holds {held} keys, the most it may; revoked keys count too"
+                "tenant `{tenant}` holds {live} live keys, the most it may; revoke one first"
             )));
         }
         let mut random = [0u8; 8 + SECRET_BYTES];
@@ -181,27 +179,41 @@ impl Keys {
             create_time: now_micros,
             revoke_time: None,
         };
+        // On disk before it is known, and known before it is shown.
         engine.put_api_key(&record)?;
-        keys.insert(key_id.clone(), record.clone());
+        self.by_id
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_id.clone(), record.clone());
         Ok((record, format!("{KEY_PREFIX}{key_id}_{secret}")))
     }
 
     /// Revokes a key, durably; revoking a revoked key changes nothing.
     pub fn revoke(&self, engine: &Engine, key_id: &str, now_micros: i64) -> Result<ApiKeyRecord> {
-        let mut keys = self.by_id.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(record) = keys.get(key_id) else {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let record = self
+            .by_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+            .cloned();
+        let Some(record) = record else {
             return Err(Error::NotFound(format!(
                 "API key `{}` not found",
                 shown(key_id)
             )));
         };
         if record.revoke_time.is_some() {
-            return Ok(record.clone());
+            return Ok(record);
         }
-        let mut revoked = record.clone();
+        let mut revoked = record;
         revoked.revoke_time = Some(now_micros);
+        // Refused from the moment it is on disk, so from before the answer.
         engine.put_api_key(&revoked)?;
-        keys.insert(key_id.to_owned(), revoked.clone());
+        self.by_id
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_id.to_owned(), revoked.clone());
         Ok(revoked)
     }
 
@@ -217,6 +229,50 @@ impl Keys {
             (&a.tenant, a.create_time, &a.key_id).cmp(&(&b.tenant, b.create_time, &b.key_id))
         });
         found
+    }
+}
+
+/// Refuses an admin key too short to be random, or shaped like a tenant
+/// key; checked before storage opens, which can take seconds.
+pub fn check_admin_key(admin_key: &str) -> Result<()> {
+    if admin_key.chars().count() < MIN_ADMIN_KEY_CHARS {
+        return Err(Error::invalid(
+            "--admin-key",
+            format!(
+                "shorter than {MIN_ADMIN_KEY_CHARS} characters; use a random one, such as \
+                 the output of `openssl rand -base64 32`"
+            ),
+        ));
+    }
+    if admin_key.starts_with(KEY_PREFIX) {
+        return Err(Error::invalid(
+            "--admin-key",
+            format!("starts with `{KEY_PREFIX}`, as tenant keys do; choose another"),
+        ));
+    }
+    Ok(())
+}
+
+/// A key from the command line or the environment; `Debug` shows none of it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(text.to_owned()))
     }
 }
 
@@ -260,9 +316,11 @@ fn decode_hex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A name from a request, cut short for a message.
-fn shown(name: &str) -> String {
-    name.chars().take(64).collect()
+/// A name from a request, cut short for a message or a log line.
+pub fn shown(name: &str) -> String {
+    name.chars()
+        .take(crate::service::convert::MAX_TENANT_BYTES)
+        .collect()
 }
 
 #[cfg(test)]

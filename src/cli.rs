@@ -216,7 +216,7 @@ pub struct ServeArgs {
     /// tenant's key, and any address may be listened on. At least 16
     /// characters; keep it in a secret store, not on a command line.
     #[arg(long, env = "SEGMENTD_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<crate::auth::Secret>,
     /// A PEM certificate chain: serve TLS (with --tls-key).
     #[arg(long, env = "SEGMENTD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -20,7 +20,7 @@ pub struct ClientArgs {
     /// The API key to send (`authorization: Bearer ...`), when the server
     /// has keys on: a tenant's key, or the admin key for `segmentd admin`.
     #[arg(long, env = "SEGMENTD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<crate::auth::Secret>,
     /// With an https:// server: the PEM certificate of the CA to trust.
     #[arg(long, env = "SEGMENTD_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -92,15 +92,41 @@ impl ClientArgs {
     }
 
     fn bearer(&self) -> Result<Bearer, String> {
-        match &self.api_key {
-            None => Ok(Bearer(None)),
-            Some(key) => format!("Bearer {}", key.trim())
-                .parse()
-                .map(|value| Bearer(Some(value)))
-                .map_err(|_| "--api-key: not a valid header value".to_owned()),
+        let Some(key) = &self.api_key else {
+            return Ok(Bearer(None));
+        };
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", key.expose().trim())
+            .parse()
+            .map_err(|_| "--api-key: not a valid header value".to_owned())?;
+        // Kept out of HTTP/2's header compression tables.
+        value.set_sensitive(true);
+        if !self.url().starts_with("https://") && !self.is_loopback() {
+            eprintln!(
+                "segmentd: warning: sending an API key in plaintext to {}; use an https:// server",
+                self.server
+            );
+        }
+        Ok(Bearer(Some(value)))
+    }
+
+    /// Whether the server is on this machine (plaintext is fine there).
+    fn is_loopback(&self) -> bool {
+        let url = self.url();
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return false;
+        };
+        match uri.host() {
+            Some("localhost") => true,
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
         }
     }
 
+    /// A client of the segment service.
     pub async fn segments(&self) -> Result<SegmentClient, String> {
         let channel = self.channel().await?;
         Ok(
@@ -109,6 +135,7 @@ impl ClientArgs {
         )
     }
 
+    /// A client of the admin service.
     pub async fn admin(&self) -> Result<AdminClient, String> {
         let channel = self.channel().await?;
         Ok(AdminServiceClient::with_interceptor(

@@ -23,17 +23,55 @@ use crate::metrics::{InFlight, SharedMetrics};
 
 /// The longest deadline honoured as given; longer ones are cut to this.
 const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// How much before the caller's deadline the gate answers it. tonic's own
+/// timer, started a moment before the gate's, answers CANCELLED; ours must
+/// come first to answer DEADLINE_EXCEEDED.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+
+/// What a call carries from the gate to the handler's blocking work.
+#[derive(Clone)]
+pub struct CallContext {
+    /// When the caller stops waiting, as its `grpc-timeout` header says.
+    pub deadline: Option<Instant>,
+    /// The call's slot of `--max-concurrent-calls`; work that outlives the
+    /// answer (an evaluation past the deadline) keeps a clone, so that the
+    /// slot is free only when the work is done.
+    pub slot: Option<Arc<OwnedSemaphorePermit>>,
+}
 
 tokio::task_local! {
-    /// When the caller of the call being served stops waiting, as its
-    /// `grpc-timeout` header says.
-    static DEADLINE: Option<Instant>;
+    static CONTEXT: CallContext;
 }
 
-/// The deadline of the call this task serves, if it set one.
-pub fn current_deadline() -> Option<Instant> {
-    DEADLINE.try_with(|deadline| *deadline).ok().flatten()
+/// The context of the call this task serves; empty outside a gated call.
+pub fn current() -> CallContext {
+    CONTEXT.try_with(CallContext::clone).unwrap_or(CallContext {
+        deadline: None,
+        slot: None,
+    })
 }
+
+/// Paths of the gated RPCs, to their service and method name (metric
+/// labels), read once from the compiled-in descriptors.
+static METHODS: std::sync::LazyLock<HashMap<String, (Service, &'static str)>> =
+    std::sync::LazyLock::new(|| {
+        let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set compiled into the binary decodes");
+        let mut methods = HashMap::new();
+        for service in pool.services() {
+            let kind = match service.full_name() {
+                crate::proto::SERVICE_NAME => Service::Segments,
+                crate::proto::ADMIN_SERVICE_NAME => Service::Admin,
+                _ => continue,
+            };
+            for method in service.methods() {
+                // A few dozen names, made `'static` once per process.
+                let name: &'static str = Box::leak(method.name().to_owned().into_boxed_str());
+                methods.insert(format!("/{}/{}", service.full_name(), name), (kind, name));
+            }
+        }
+        methods
+    });
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Service {
@@ -47,33 +85,18 @@ pub struct GateState {
     metrics: SharedMetrics,
     permits: Arc<Semaphore>,
     max_calls: usize,
-    /// Paths of the gated RPCs, to their method names (metric labels).
-    methods: HashMap<String, (Service, &'static str)>,
 }
 
 impl GateState {
+    /// A gate over `keys` that serves at most `max_calls` segment calls
+    /// at once (admin calls are not limited, so that a key can be revoked
+    /// under load).
     pub fn new(keys: SharedKeys, metrics: SharedMetrics, max_calls: usize) -> GateState {
-        let mut methods = HashMap::new();
-        if let Ok(pool) = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET) {
-            for service in pool.services() {
-                let kind = match service.full_name() {
-                    crate::proto::SERVICE_NAME => Service::Segments,
-                    crate::proto::ADMIN_SERVICE_NAME => Service::Admin,
-                    _ => continue,
-                };
-                for method in service.methods() {
-                    // A few dozen names, leaked once per server.
-                    let name: &'static str = Box::leak(method.name().to_owned().into_boxed_str());
-                    methods.insert(format!("/{}/{}", service.full_name(), name), (kind, name));
-                }
-            }
-        }
         GateState {
             keys,
             metrics,
             permits: Arc::new(Semaphore::new(max_calls)),
             max_calls,
-            methods,
         }
     }
 }
@@ -120,7 +143,7 @@ where
         let started = Instant::now();
         let state = self.state.clone();
         let path = request.uri().path();
-        let gated = state.methods.get(path).copied().or_else(|| {
+        let gated = METHODS.get(path).copied().or_else(|| {
             // An unknown method of a gated service is still a call to it.
             let service = path.trim_start_matches('/').split('/').next()?;
             match service {
@@ -140,33 +163,50 @@ where
             Ok(admitted) => admitted,
             Err(status) => {
                 let code = status.code();
-                tracing::info!(
+                // Debug, not info: a flood of refusals must not cost a
+                // line each when the server is already short of time.
+                tracing::debug!(
                     rpc = method,
                     code = crate::metrics::code_name(code),
                     message = status.message(),
                     "call refused at the gate"
                 );
-                state.metrics.call(method, code, started.elapsed());
+                state.metrics.refused(method, code);
                 let response = status.into_http::<ResBody>().map(Observed::untracked);
                 return Box::pin(async move { Ok(response) });
             }
         };
-        let deadline = grpc_timeout(request.headers()).map(|t| started + t.min(MAX_DEADLINE));
+        let deadline = grpc_timeout(request.headers())
+            .map(|t| started + t.min(MAX_DEADLINE).saturating_sub(DEADLINE_MARGIN));
         request.extensions_mut().insert(caller);
+        let slot = permit.map(Arc::new);
+        let context = CallContext {
+            deadline,
+            slot: slot.clone(),
+        };
 
         let held = Held {
             metrics: state.metrics.clone(),
             method,
             started,
             code: None,
-            _permit: permit,
+            _slot: slot,
             _in_flight: state.metrics.enter(),
         };
         // The service was readied for this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let mut response = DEADLINE.scope(deadline, inner.call(request)).await?;
+            let answer = CONTEXT.scope(context, inner.call(request));
+            let answered = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), answer).await.ok(),
+                None => Some(answer.await),
+            };
+            let mut response = match answered {
+                Some(response) => response?,
+                None => Status::deadline_exceeded("the call's deadline (grpc-timeout) passed")
+                    .into_http::<ResBody>(),
+            };
             caller_codes(response.headers_mut());
             let code = header_code(response.headers());
             Ok(response.map(|body| Observed {
@@ -178,12 +218,13 @@ where
     }
 }
 
-/// The caller, and a permit of the concurrency limit, or why not.
+/// The caller, and (for a segment call) a slot of the concurrency limit,
+/// or why not.
 fn admit(
     state: &GateState,
     service: Service,
     headers: &HeaderMap,
-) -> Result<(Caller, OwnedSemaphorePermit), Status> {
+) -> Result<(Caller, Option<OwnedSemaphorePermit>), Status> {
     let authorization = headers
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
@@ -195,14 +236,14 @@ fn admit(
                  tenants or keys to manage",
             ));
         }
-        Service::Admin => match state.keys.authenticate(authorization)? {
-            Caller::Admin => Caller::Admin,
-            _ => {
-                return Err(Status::permission_denied(
+        Service::Admin => {
+            return match state.keys.authenticate(authorization)? {
+                Caller::Admin => Ok((Caller::Admin, None)),
+                _ => Err(Status::permission_denied(
                     "the admin service takes the admin key only",
-                ));
-            }
-        },
+                )),
+            };
+        }
     };
     let permit = state.permits.clone().try_acquire_owned().map_err(|_| {
         state.metrics.shed();
@@ -212,7 +253,7 @@ fn admit(
             state.max_calls
         ))
     })?;
-    Ok((caller, permit))
+    Ok((caller, Some(permit)))
 }
 
 /// The `grpc-timeout` header: digits, then H, M, S, m, u or n.
@@ -269,7 +310,7 @@ struct Held {
     method: &'static str,
     started: Instant,
     code: Option<Code>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Option<Arc<OwnedSemaphorePermit>>,
     _in_flight: InFlight,
 }
 

@@ -121,7 +121,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             checkpoint_bytes: args.checkpoint_bytes,
             cache_bytes: args.cache_mib << 20,
         },
-        admin_key: args.admin_key,
+        admin_key: args.admin_key.map(|key| key.expose().to_owned()),
         tls,
         metrics,
         drain: std::time::Duration::from_secs_f64(args.drain_seconds),

@@ -50,6 +50,9 @@ pub struct Metrics {
     commit_latency: Histogram,
     customers: Family<TenantLabels, Gauge>,
     bitmaps: Family<TenantLabels, Gauge>,
+    /// Held while the tenant gauges are refilled and the page written, so
+    /// that two scrapes at once do not see each other's half-filled gauges.
+    rendering: std::sync::Mutex<()>,
 }
 
 /// Shared by the gate, the service and the scrape endpoint.
@@ -67,6 +70,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `segmentd_` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("segmentd");
         let calls = Family::<CallLabels, Counter>::default();
@@ -123,7 +127,19 @@ impl Metrics {
             commit_latency,
             customers,
             bitmaps,
+            rendering: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Records a call refused before it was served; its (tiny) time stays
+    /// out of the latency histogram.
+    pub fn refused(&self, method: &'static str, code: tonic::Code) {
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
     }
 
     /// Records a finished call.
@@ -145,6 +161,7 @@ impl Metrics {
         InFlight(self.clone())
     }
 
+    /// Counts a call refused because every slot was taken.
     pub fn shed(&self) {
         self.shed.inc();
     }
@@ -157,6 +174,10 @@ impl Metrics {
 
     /// The metrics as Prometheus text, with the tenant gauges read now.
     pub fn render(&self, engine: &Engine) -> String {
+        let _rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.customers.clear();
         self.bitmaps.clear();
         let sizes = engine.tenant_sizes();
@@ -233,10 +254,16 @@ pub async fn serve(
         axum::routing::get(move || {
             let (metrics, engine) = (metrics.clone(), engine.clone());
             async move {
-                let text = tokio::task::spawn_blocking(move || metrics.render(&engine))
-                    .await
-                    .unwrap_or_default();
+                let rendered = tokio::task::spawn_blocking(move || metrics.render(&engine)).await;
+                let Ok(text) = rendered else {
+                    return (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                        "rendering the metrics failed; the server log has the details".to_owned(),
+                    );
+                };
                 (
+                    axum::http::StatusCode::OK,
                     [(
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",

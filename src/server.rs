@@ -107,6 +107,9 @@ pub async fn serve_configured(
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener: {e}")))?;
     check_listen_address(&local, options.admin_key.is_some())?;
+    if let Some(admin_key) = &options.admin_key {
+        crate::auth::check_admin_key(admin_key)?;
+    }
     if options.max_concurrent_calls == 0 {
         return Err(Error::invalid(
             "--max-concurrent-calls",
@@ -183,7 +186,7 @@ pub async fn serve_configured(
     let segments = SegmentServiceServer::new(Segments::new(engine.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(Admin::new(engine.clone(), keys.clone()))
-        .max_decoding_message_size(1 << 20);
+        .max_decoding_message_size(crate::service::admin::MAX_ADMIN_MESSAGE_BYTES);
 
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
     let metrics_task = options.metrics.map(|listener| {
@@ -219,7 +222,11 @@ pub async fn serve_configured(
         );
     }
     if options.tls.is_none() && !local.ip().is_loopback() {
-        tracing::warn!(listen = %local, "plaintext on a non-loopback address: keys travel in the clear; give --tls-cert and --tls-key");
+        tracing::warn!(
+            listen = %local,
+            "plaintext on a non-loopback address: keys travel in the clear; give --tls-cert \
+             and --tls-key, or terminate TLS in front"
+        );
     }
 
     let stopping = health.clone();

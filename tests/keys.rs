@@ -265,6 +265,24 @@ async fn every_segment_rpc_refuses_missing_wrong_revoked_and_foreign_keys() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
+    // The scheme's name is case-insensitive.
+    let mut request = tonic::Request::new(proto::CountAudienceRequest {
+        tenant: "alpha".to_owned(),
+        audience: Some(proto::count_audience_request::Audience::RuleText(
+            "opted_in".to_owned(),
+        )),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("bearer {alpha_key}").parse().unwrap(),
+    );
+    let counted = SegmentServiceClient::new(channel.clone())
+        .count_audience(request)
+        .await
+        .unwrap();
+    assert_eq!(counted.into_inner().count, 1);
+
     // A write with another tenant's key changes nothing.
     let refused = upsert(&channel, "alpha", &beta_key, vec![customer("b1", true)]).await;
     assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::auth::SharedKeys;
+use crate::auth::{Caller, SharedKeys};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::proto;
@@ -16,7 +16,10 @@ use crate::store::records::ApiKeyRecord;
 
 /// The longest label of a key, in characters.
 pub const MAX_LABEL_CHARS: usize = 200;
+/// The largest admin request message, in bytes.
+pub const MAX_ADMIN_MESSAGE_BYTES: usize = 1 << 20;
 
+/// The admin service over an engine and the server's keys.
 pub struct Admin {
     engine: Arc<Engine>,
     keys: SharedKeys,
@@ -41,7 +44,7 @@ impl Admin {
         let micros = started.elapsed().as_micros() as u64;
         match outcome {
             Ok(value) => {
-                tracing::info!(rpc, code = "OK", micros, "admin call");
+                tracing::debug!(rpc, code = "OK", micros, "admin call");
                 Ok(value)
             }
             Err(error) => {
@@ -77,13 +80,25 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// The request's message if the gate found the admin key on it. The gate
+/// lets nothing else through; this holds should the service ever be
+/// mounted without it.
+fn admin_only<T>(request: Request<T>) -> Result<T, Status> {
+    match request.extensions().get::<Caller>() {
+        Some(Caller::Admin) => Ok(request.into_inner()),
+        _ => Err(Status::permission_denied(
+            "the admin service takes the admin key only",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for Admin {
     async fn create_tenant(
         &self,
         request: Request<proto::CreateTenantRequest>,
     ) -> Result<Response<proto::CreateTenantResponse>, Status> {
-        let proto::CreateTenantRequest { tenant, time_zone } = request.into_inner();
+        let proto::CreateTenantRequest { tenant, time_zone } = admin_only(request)?;
         let tenant = convert::tenant(&tenant).map_err(Status::from)?;
         let time_zone = if time_zone.is_empty() {
             crate::engine::DEFAULT_TIME_ZONE.to_owned()
@@ -92,15 +107,15 @@ impl AdminService for Admin {
         };
         let zone =
             crate::engine::tenants::time_zone(&time_zone, "time_zone").map_err(Status::from)?;
-        let info = self
+        let (tenant, info) = self
             .call("CreateTenant", move |engine, _| {
-                let info = engine.create_tenant(&tenant, zone, chrono::Utc::now().timestamp())?;
+                let info = engine.create_tenant(&tenant, zone, now_micros() / 1_000_000)?;
                 Ok((tenant, info))
             })
             .await?;
         Ok(Response::new(proto::CreateTenantResponse {
-            tenant: info.0,
-            time_zone: info.1.time_zone,
+            tenant,
+            time_zone: info.time_zone,
         }))
     }
 
@@ -108,7 +123,7 @@ impl AdminService for Admin {
         &self,
         request: Request<proto::CreateApiKeyRequest>,
     ) -> Result<Response<proto::CreateApiKeyResponse>, Status> {
-        let proto::CreateApiKeyRequest { tenant, label } = request.into_inner();
+        let proto::CreateApiKeyRequest { tenant, label } = admin_only(request)?;
         let tenant = convert::tenant(&tenant).map_err(Status::from)?;
         if label.chars().count() > MAX_LABEL_CHARS {
             return Err(Status::invalid_argument(format!(
@@ -145,7 +160,7 @@ impl AdminService for Admin {
         &self,
         request: Request<proto::ListApiKeysRequest>,
     ) -> Result<Response<proto::ListApiKeysResponse>, Status> {
-        let proto::ListApiKeysRequest { tenant } = request.into_inner();
+        let proto::ListApiKeysRequest { tenant } = admin_only(request)?;
         let tenant = if tenant.is_empty() {
             None
         } else {
@@ -165,7 +180,7 @@ impl AdminService for Admin {
         &self,
         request: Request<proto::RevokeApiKeyRequest>,
     ) -> Result<Response<proto::RevokeApiKeyResponse>, Status> {
-        let proto::RevokeApiKeyRequest { key_id } = request.into_inner();
+        let proto::RevokeApiKeyRequest { key_id } = admin_only(request)?;
         let key_id = convert::id(&key_id, "key_id").map_err(Status::from)?;
         let record = self
             .call("RevokeApiKey", move |engine, keys| {

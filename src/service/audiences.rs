@@ -20,6 +20,8 @@ use crate::proto;
 
 /// Export messages buffered ahead of a slow reader.
 const EXPORT_BUFFER: usize = 4;
+/// How long an export waits for its caller to read before it gives up.
+const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Sample size of `DiffAudiences` when the caller gives none.
 const DEFAULT_SAMPLE: usize = 10;
 /// Largest sample of `DiffAudiences`.
@@ -105,10 +107,12 @@ impl Segments {
             })
             .await?;
 
-        let deadline = crate::gate::current_deadline();
+        let crate::gate::CallContext { deadline, slot } = crate::gate::current();
         let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
         let engine = self.engine.clone();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let started = Instant::now();
             let mut sent = 0u64;
             let outcome = engine.export(&tenant_name, &members, |customer_ids, total| {
@@ -117,8 +121,11 @@ impl Segments {
                     customer_ids,
                     total_count: total,
                 };
-                // An error means the caller went away: stop reading.
-                sender.blocking_send(Ok(message)).is_ok()
+                // An error means the caller went away, and a caller that
+                // reads nothing for EXPORT_STALL is taken to have: stop.
+                let delivered =
+                    runtime.block_on(tokio::time::timeout(EXPORT_STALL, sender.send(Ok(message))));
+                matches!(delivered, Ok(Ok(())))
             });
             let micros = started.elapsed().as_micros() as u64;
             match outcome {

@@ -29,7 +29,7 @@ pub const MAX_TITLE_CHARS: usize = 200;
 /// The largest amount in cents (twelve digits before the point).
 pub const MAX_CENTS: i64 = rule::MAX_AMOUNT_CENTS as i64;
 /// The last instant accepted: the end of year 9999.
-const MAX_SECONDS: Seconds = 253_402_300_799;
+pub const MAX_SECONDS: Seconds = 253_402_300_799;
 
 /// A tenant name: 1 to 64 bytes of letters, digits, `.`, `_` and `-`.
 pub fn tenant(name: &str) -> Result<String> {

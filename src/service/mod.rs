@@ -50,8 +50,11 @@ impl Segments {
     {
         let started = Instant::now();
         let engine = self.engine.clone();
-        let deadline = crate::gate::current_deadline();
+        let crate::gate::CallContext { deadline, slot } = crate::gate::current();
         let work = tokio::task::spawn_blocking(move || {
+            // The call's slot stays taken while this runs, even once the
+            // caller has been answered at its deadline or has gone.
+            let _slot = slot;
             // A call that waited for a thread past its deadline is not begun.
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(deadline_passed());
@@ -164,7 +167,7 @@ tenanted!(
 
 /// The request's message, if its caller may touch the tenant it names;
 /// decided before anything else about the request.
-fn admit<T: Tenanted>(request: Request<T>) -> Result<T, Status> {
+fn authorize_tenant<T: Tenanted>(request: Request<T>) -> Result<T, Status> {
     let caller = request.extensions().get::<Caller>().cloned();
     let message = request.into_inner();
     let Some(caller) = caller else {
@@ -193,7 +196,7 @@ fn admit<T: Tenanted>(request: Request<T>) -> Result<T, Status> {
 fn log_call(rpc: &str, tenant: &str, started: Instant, error: Option<&Status>) {
     let micros = started.elapsed().as_micros() as u64;
     match error.map(Status::code) {
-        None => tracing::info!(rpc, tenant, code = "OK", micros, "call"),
+        None => tracing::debug!(rpc, tenant, code = "OK", micros, "call"),
         Some(Code::Internal | Code::Unknown | Code::DataLoss) => {
             tracing::error!(rpc, tenant, code = ?error.map(Status::code), micros, "call failed")
         }
@@ -241,7 +244,7 @@ impl SegmentService for Segments {
         request: Request<proto::UpsertCustomersRequest>,
     ) -> Result<Response<proto::UpsertCustomersResponse>, Status> {
         const RPC: &str = "UpsertCustomers";
-        let proto::UpsertCustomersRequest { tenant, customers } = admit(request)?;
+        let proto::UpsertCustomersRequest { tenant, customers } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(customers.len(), "customers")?;
@@ -274,7 +277,7 @@ impl SegmentService for Segments {
         request: Request<proto::RecordEventsRequest>,
     ) -> Result<Response<proto::RecordEventsResponse>, Status> {
         const RPC: &str = "RecordEvents";
-        let proto::RecordEventsRequest { tenant, events } = admit(request)?;
+        let proto::RecordEventsRequest { tenant, events } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(events.len(), "events")?;
@@ -310,7 +313,7 @@ impl SegmentService for Segments {
         let proto::DeleteCustomersRequest {
             tenant,
             customer_ids,
-        } = admit(request)?;
+        } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(customer_ids.len(), "customer_ids")?;
@@ -342,7 +345,7 @@ impl SegmentService for Segments {
         request: Request<proto::MatchCustomersRequest>,
     ) -> Result<Response<proto::MatchCustomersResponse>, Status> {
         const RPC: &str = "MatchCustomers";
-        let proto::MatchCustomersRequest { tenant, keys } = admit(request)?;
+        let proto::MatchCustomersRequest { tenant, keys } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             convert::batch_size(keys.len(), "keys")?;
@@ -377,7 +380,7 @@ impl SegmentService for Segments {
             tenant,
             segment_id,
             segment,
-        } = admit(request)?;
+        } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let segment_id = convert::id(&segment_id, "segment_id")?;
@@ -406,7 +409,7 @@ impl SegmentService for Segments {
         request: Request<proto::GetSegmentRequest>,
     ) -> Result<Response<proto::GetSegmentResponse>, Status> {
         const RPC: &str = "GetSegment";
-        let proto::GetSegmentRequest { tenant, segment_id } = admit(request)?;
+        let proto::GetSegmentRequest { tenant, segment_id } = authorize_tenant(request)?;
         let checked = (|| {
             Ok((
                 convert::tenant(&tenant)?,
@@ -440,7 +443,7 @@ impl SegmentService for Segments {
             page_token,
             show_archived,
             show_counts,
-        } = admit(request)?;
+        } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let page_size =
@@ -501,7 +504,7 @@ impl SegmentService for Segments {
             audience,
             as_of,
             node_counts,
-        } = admit(request)?;
+        } = authorize_tenant(request)?;
         let audience = audience.map(AudienceField::from);
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
@@ -552,7 +555,7 @@ impl SegmentService for Segments {
             as_of,
             page_size,
             page_token,
-        } = admit(request)?;
+        } = authorize_tenant(request)?;
         let audience = audience.map(AudienceField::from);
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
@@ -597,7 +600,7 @@ impl SegmentService for Segments {
         request: Request<proto::GetTenantRequest>,
     ) -> Result<Response<proto::GetTenantResponse>, Status> {
         const RPC: &str = "GetTenant";
-        let proto::GetTenantRequest { tenant } = admit(request)?;
+        let proto::GetTenantRequest { tenant } = authorize_tenant(request)?;
         let tenant_name = match convert::tenant(&tenant) {
             Ok(name) => name,
             Err(error) => return refuse(RPC, &tenant, error),
@@ -620,7 +623,7 @@ impl SegmentService for Segments {
         request: Request<proto::UpdateTenantRequest>,
     ) -> Result<Response<proto::UpdateTenantResponse>, Status> {
         const RPC: &str = "UpdateTenant";
-        let proto::UpdateTenantRequest { tenant, time_zone } = admit(request)?;
+        let proto::UpdateTenantRequest { tenant, time_zone } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let time_zone = crate::engine::tenants::time_zone(&time_zone, "time_zone")?;
@@ -656,7 +659,7 @@ impl SegmentService for Segments {
             segment,
             version,
             update_mask,
-        } = admit(request)?;
+        } = authorize_tenant(request)?;
         let checked = (|| {
             let tenant = convert::tenant(&tenant)?;
             let segment_id = convert::id(&segment_id, "segment_id")?;
@@ -687,7 +690,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ArchiveSegmentRequest>,
     ) -> Result<Response<proto::ArchiveSegmentResponse>, Status> {
-        let proto::ArchiveSegmentRequest { tenant, segment_id } = admit(request)?;
+        let proto::ArchiveSegmentRequest { tenant, segment_id } = authorize_tenant(request)?;
         let record = self
             .set_archived("ArchiveSegment", tenant, segment_id, true)
             .await?;
@@ -700,7 +703,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::UnarchiveSegmentRequest>,
     ) -> Result<Response<proto::UnarchiveSegmentResponse>, Status> {
-        let proto::UnarchiveSegmentRequest { tenant, segment_id } = admit(request)?;
+        let proto::UnarchiveSegmentRequest { tenant, segment_id } = authorize_tenant(request)?;
         let record = self
             .set_archived("UnarchiveSegment", tenant, segment_id, false)
             .await?;
@@ -715,14 +718,14 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ExportAudienceRequest>,
     ) -> Result<Response<Self::ExportAudienceStream>, Status> {
-        self.export(admit(request)?).await
+        self.export(authorize_tenant(request)?).await
     }
 
     async fn create_snapshot(
         &self,
         request: Request<proto::CreateSnapshotRequest>,
     ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        Segments::create_snapshot(self, admit(request)?)
+        Segments::create_snapshot(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }
@@ -731,7 +734,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::GetSnapshotRequest>,
     ) -> Result<Response<proto::GetSnapshotResponse>, Status> {
-        Segments::get_snapshot(self, admit(request)?)
+        Segments::get_snapshot(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }
@@ -740,7 +743,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ListSnapshotsRequest>,
     ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
-        Segments::list_snapshots(self, admit(request)?)
+        Segments::list_snapshots(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }
@@ -749,7 +752,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::DeleteSnapshotRequest>,
     ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
-        Segments::delete_snapshot(self, admit(request)?)
+        Segments::delete_snapshot(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }
@@ -758,7 +761,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ExplainMembershipRequest>,
     ) -> Result<Response<proto::ExplainMembershipResponse>, Status> {
-        Segments::explain_membership(self, admit(request)?)
+        Segments::explain_membership(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }
@@ -767,7 +770,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::ListCustomerSegmentsRequest>,
     ) -> Result<Response<proto::ListCustomerSegmentsResponse>, Status> {
-        Segments::list_customer_segments(self, admit(request)?)
+        Segments::list_customer_segments(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }
@@ -776,7 +779,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::CountOverlapRequest>,
     ) -> Result<Response<proto::CountOverlapResponse>, Status> {
-        Segments::count_overlap(self, admit(request)?)
+        Segments::count_overlap(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }
@@ -785,7 +788,7 @@ impl SegmentService for Segments {
         &self,
         request: Request<proto::DiffAudiencesRequest>,
     ) -> Result<Response<proto::DiffAudiencesResponse>, Status> {
-        Segments::diff_audiences(self, admit(request)?)
+        Segments::diff_audiences(self, authorize_tenant(request)?)
             .await
             .map(Response::new)
     }

@@ -52,9 +52,15 @@ pub fn decode_audience(token: &str, fingerprint: u64) -> Result<Option<AudienceP
         return Ok(None);
     };
     let (after, instant) = payload.split_at_checked(4).ok_or_else(malformed)?;
+    let instant = i64::from_be_bytes(instant.try_into().map_err(|_| malformed())?);
+    // The seal is no secret: a caller can rewrite a token, so its instant
+    // is held to the range `as_of` is.
+    if !(0..=super::convert::MAX_SECONDS).contains(&instant) {
+        return Err(malformed());
+    }
     Ok(Some(AudiencePosition {
         after: u32::from_be_bytes(after.try_into().map_err(|_| malformed())?),
-        instant: i64::from_be_bytes(instant.try_into().map_err(|_| malformed())?),
+        instant,
     }))
 }
 
@@ -111,7 +117,7 @@ mod tests {
         let other = fingerprint(&["shop", "rule", "NOT opted_in"]);
         let position = AudiencePosition {
             after: 41,
-            instant: -5,
+            instant: 1_700_000_000,
         };
         let token = encode_audience(mine, position);
         assert_eq!(decode_audience(&token, mine).unwrap(), Some(position));
@@ -119,6 +125,11 @@ mod tests {
         assert!(decode_audience("garbage!", mine).is_err());
         assert!(decode_audience(&token[..token.len() - 2], mine).is_err());
         assert_eq!(decode_audience("", mine).unwrap(), None);
+        // A rewritten instant outside the years `as_of` takes is refused.
+        for instant in [-1, i64::MIN, i64::MAX, 253_402_300_800] {
+            let forged = encode_audience(mine, AudiencePosition { after: 7, instant });
+            assert!(decode_audience(&forged, mine).is_err(), "{instant}");
+        }
     }
 
     #[test]

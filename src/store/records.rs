@@ -143,8 +143,9 @@ pub struct SnapshotRecord {
     pub taken_count: u64,
 }
 
-/// An API key of a tenant. The secret itself is never stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// An API key of a tenant. The secret itself is never stored, and its
+/// hash is left out of `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub key_id: String,
     pub tenant: String,
@@ -156,4 +157,16 @@ pub struct ApiKeyRecord {
     pub create_time: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_time: Option<i64>,
+}
+
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("key_id", &self.key_id)
+            .field("tenant", &self.tenant)
+            .field("label", &self.label)
+            .field("create_time", &self.create_time)
+            .field("revoke_time", &self.revoke_time)
+            .finish_non_exhaustive()
+    }
 }
