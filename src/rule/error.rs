@@ -8,7 +8,9 @@
 
 use chrono::NaiveDate;
 
-use super::limits::{MAX_IN_VALUES, MAX_RULE_DEPTH, MAX_RULE_NODES, MAX_RULE_TEXT_BYTES};
+use super::limits::{
+    MAX_ID_BYTES, MAX_IN_VALUES, MAX_RULE_DEPTH, MAX_RULE_NODES, MAX_RULE_TEXT_BYTES,
+};
 
 /// A rule text that does not parse, or whose values or size are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +66,18 @@ pub enum RuleError {
     /// An empty id (customer, broadcast, experience, question, list, segment).
     #[error("empty {what}")]
     EmptyId {
+        /// What the id names, e.g. `customer id`.
+        what: &'static str,
+    },
+    /// An id longer than [`MAX_ID_BYTES`], which no write accepts either.
+    #[error("{what} is longer than {MAX_ID_BYTES} bytes")]
+    IdTooLong {
+        /// What the id names, e.g. `customer id`.
+        what: &'static str,
+    },
+    /// An id with a control character, which no write accepts either.
+    #[error("{what} holds a control character")]
+    IdControlCharacter {
         /// What the id names, e.g. `customer id`.
         what: &'static str,
     },

@@ -8,6 +8,10 @@
 use super::ast::{Predicate, Rule};
 use super::error::RuleError;
 
+/// The longest id (customer, list, segment, broadcast, ...), in bytes,
+/// in a rule as in a write.
+pub const MAX_ID_BYTES: usize = 256;
+
 /// The longest rule text accepted, in bytes.
 pub const MAX_RULE_TEXT_BYTES: usize = 65_536;
 

@@ -18,8 +18,8 @@ pub mod values;
 pub use ast::*;
 pub use error::{ParseError, RuleError};
 pub use limits::{
-    MAX_AMOUNT_CENTS, MAX_IN_VALUES, MAX_NUMBER_DIGITS, MAX_ORDER_COUNT, MAX_RULE_DEPTH,
-    MAX_RULE_NODES, MAX_RULE_TEXT_BYTES, check_limits,
+    MAX_AMOUNT_CENTS, MAX_ID_BYTES, MAX_IN_VALUES, MAX_NUMBER_DIGITS, MAX_ORDER_COUNT,
+    MAX_RULE_DEPTH, MAX_RULE_NODES, MAX_RULE_TEXT_BYTES, check_limits,
 };
 pub use normalize::normalize;
 pub use parse::parse;

@@ -244,12 +244,21 @@ pub(crate) fn set_value(field: SetField, raw: &str) -> Result<String, RuleError>
     }
 }
 
-/// An opaque id: kept exactly, but neither empty nor holding a line break.
+/// An opaque id: kept exactly, but held to what a write accepts (not
+/// empty, at most `MAX_ID_BYTES`, no control characters), so that a rule
+/// cannot name an id no customer, list or segment can have.
 pub(crate) fn id_value(what: &'static str, id: String) -> Result<String, RuleError> {
     if id.is_empty() {
         return Err(RuleError::EmptyId { what });
     }
-    text_value(what, id)
+    let id = text_value(what, id)?;
+    if id.len() > super::limits::MAX_ID_BYTES {
+        return Err(RuleError::IdTooLong { what });
+    }
+    if id.chars().any(char::is_control) {
+        return Err(RuleError::IdControlCharacter { what });
+    }
+    Ok(id)
 }
 
 /// Any string value: kept exactly, refused if it holds a line break, which

@@ -17,7 +17,7 @@ use crate::time::Seconds;
 /// Longest tenant name, in bytes.
 pub const MAX_TENANT_BYTES: usize = 64;
 /// Longest id (customer, event, segment, broadcast, list), in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+pub const MAX_ID_BYTES: usize = rule::MAX_ID_BYTES;
 /// Most items in one write or delete batch.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
 /// Most tags or lists on one customer.

@@ -447,3 +447,36 @@ fn window_to_proto(window: &Window) -> proto::Window {
     };
     proto::Window { window: Some(kind) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `rule_text` fuzz target: ids the text form took and
+    /// the structured form (and every write) refused. Both forms now
+    /// refuse them, and take the longest id a write takes.
+    #[test]
+    fn both_forms_hold_ids_to_what_a_write_takes() {
+        let rules: [fn(&str) -> String; 6] = [
+            |id| format!("customer IN (\"{id}\")"),
+            |id| format!("klaviyo_list = \"{id}\""),
+            |id| format!("segment = \"{id}\""),
+            |id| format!("clicked broadcast \"{id}\" WITHIN 7d"),
+            |id| format!("answered(\"{id}\", \"size\")"),
+            |id| format!("answered(\"quiz\", \"{id}\")"),
+        ];
+        let longest = "a".repeat(crate::rule::MAX_ID_BYTES);
+        let too_long = "a".repeat(crate::rule::MAX_ID_BYTES + 1);
+        for rule_of in rules {
+            for bad in [too_long.as_str(), "\u{0}", "x\u{6}y"] {
+                let text = rule_of(bad);
+                assert!(crate::rule::parse(&text).is_err(), "{text:?} parsed");
+            }
+            let text = rule_of(&longest);
+            let rule = crate::rule::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let back =
+                from_proto(to_proto(&rule), "rule").unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(back, rule, "{text}");
+        }
+    }
+}
