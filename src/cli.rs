@@ -238,6 +238,12 @@ pub struct ServeArgs {
           default_value_t = crate::server::DEFAULT_MAX_CONCURRENT_CALLS as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_calls: u32,
+    /// With keys on, calls of one tenant served at once; more of that
+    /// tenant are refused with RESOURCE_EXHAUSTED while others go on.
+    #[arg(long, env = "SEGMENTD_MAX_CALLS_PER_TENANT",
+          default_value_t = crate::server::DEFAULT_MAX_CALLS_PER_TENANT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_calls_per_tenant: u32,
     /// How logs are written to standard error.
     #[arg(long, env = "SEGMENTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -40,6 +40,10 @@ pub enum Error {
     #[error("{0}")]
     ResourceExhausted(String),
 
+    /// The call was answered (or its caller left) before the work was done.
+    #[error("{0}")]
+    Cancelled(String),
+
     /// The caller's deadline passed before the work was done.
     #[error("{0}")]
     DeadlineExceeded(String),

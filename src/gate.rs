@@ -36,7 +36,7 @@ pub struct CallContext {
     /// The call's slot of `--max-concurrent-calls`; work that outlives the
     /// answer (an evaluation past the deadline) keeps a clone, so that the
     /// slot is free only when the work is done.
-    pub slot: Option<Arc<OwnedSemaphorePermit>>,
+    pub slot: Option<Arc<Slot>>,
 }
 
 tokio::task_local! {
@@ -85,19 +85,50 @@ pub struct GateState {
     metrics: SharedMetrics,
     permits: Arc<Semaphore>,
     max_calls: usize,
+    /// With keys on, each tenant's own share of the slots, so that one
+    /// tenant cannot take them all; made on a tenant's first call.
+    tenant_permits: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    max_tenant_calls: usize,
+}
+
+/// The slots a call holds: one of the server's, and with keys on one of
+/// its tenant's.
+pub struct Slot {
+    _server: OwnedSemaphorePermit,
+    _tenant: Option<OwnedSemaphorePermit>,
 }
 
 impl GateState {
-    /// A gate over `keys` that serves at most `max_calls` segment calls
-    /// at once (admin calls are not limited, so that a key can be revoked
-    /// under load).
-    pub fn new(keys: SharedKeys, metrics: SharedMetrics, max_calls: usize) -> GateState {
+    /// A gate over `keys` that serves at most `max_calls` segment calls at
+    /// once, and at most `max_tenant_calls` of one tenant when keys are on
+    /// (admin calls are not limited, so that a key can be revoked under
+    /// load).
+    pub fn new(
+        keys: SharedKeys,
+        metrics: SharedMetrics,
+        max_calls: usize,
+        max_tenant_calls: usize,
+    ) -> GateState {
         GateState {
             keys,
             metrics,
             permits: Arc::new(Semaphore::new(max_calls)),
             max_calls,
+            tenant_permits: std::sync::Mutex::default(),
+            max_tenant_calls,
         }
+    }
+
+    /// A slot of `tenant`'s share, or none left.
+    fn tenant_slot(&self, tenant: &str) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self
+            .tenant_permits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_tenant_calls)))
+            .clone();
+        semaphore.try_acquire_owned().ok()
     }
 }
 
@@ -224,7 +255,7 @@ fn admit(
     state: &GateState,
     service: Service,
     headers: &HeaderMap,
-) -> Result<(Caller, Option<OwnedSemaphorePermit>), Status> {
+) -> Result<(Caller, Option<Slot>), Status> {
     let authorization = headers
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
@@ -245,7 +276,21 @@ fn admit(
             };
         }
     };
-    let permit = state.permits.clone().try_acquire_owned().map_err(|_| {
+    let tenant = match &caller {
+        Caller::Tenant(tenant) => match state.tenant_slot(tenant) {
+            Some(slot) => Some(slot),
+            None => {
+                state.metrics.shed();
+                return Err(Status::resource_exhausted(format!(
+                    "{} calls of this tenant are in flight, the most one tenant may have \
+                     (--max-calls-per-tenant); retry with backoff",
+                    state.max_tenant_calls
+                )));
+            }
+        },
+        _ => None,
+    };
+    let server = state.permits.clone().try_acquire_owned().map_err(|_| {
         state.metrics.shed();
         Status::resource_exhausted(format!(
             "{} calls are in flight, the most this server takes (--max-concurrent-calls); \
@@ -253,7 +298,13 @@ fn admit(
             state.max_calls
         ))
     })?;
-    Ok((caller, Some(permit)))
+    Ok((
+        caller,
+        Some(Slot {
+            _server: server,
+            _tenant: tenant,
+        }),
+    ))
 }
 
 /// The `grpc-timeout` header: digits, then H, M, S, m, u or n.
@@ -310,7 +361,7 @@ struct Held {
     method: &'static str,
     started: Instant,
     code: Option<Code>,
-    _slot: Option<Arc<OwnedSemaphorePermit>>,
+    _slot: Option<Arc<Slot>>,
     _in_flight: InFlight,
 }
 

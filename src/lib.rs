@@ -6,6 +6,7 @@
 //! service, health and reflection onto a listener.
 
 pub mod auth;
+pub mod cancel;
 pub mod cli;
 pub mod client;
 pub mod engine;

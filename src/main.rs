@@ -126,6 +126,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         metrics,
         drain: std::time::Duration::from_secs_f64(args.drain_seconds),
         max_concurrent_calls: args.max_concurrent_calls as usize,
+        max_calls_per_tenant: args.max_calls_per_tenant as usize,
     };
     segmentd::server::serve_configured(listener, &args.data, options, shutdown)
         .await

@@ -33,6 +33,9 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Calls served at once unless told otherwise; more are refused with
 /// `RESOURCE_EXHAUSTED` rather than queued.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 256;
+/// Calls of one tenant served at once unless told otherwise (with keys
+/// on): half the server's, so that two tenants at most fill it.
+pub const DEFAULT_MAX_CALLS_PER_TENANT: usize = DEFAULT_MAX_CONCURRENT_CALLS / 2;
 
 /// Everything `serve` can be told besides where to listen and what to serve.
 pub struct ServeOptions {
@@ -46,6 +49,8 @@ pub struct ServeOptions {
     /// How long health says NOT_SERVING before a graceful stop begins.
     pub drain: Duration,
     pub max_concurrent_calls: usize,
+    /// With keys on, the most calls of one tenant at once.
+    pub max_calls_per_tenant: usize,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +62,7 @@ impl Default for ServeOptions {
             metrics: None,
             drain: Duration::ZERO,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_calls_per_tenant: DEFAULT_MAX_CALLS_PER_TENANT,
         }
     }
 }
@@ -175,6 +181,7 @@ pub async fn serve_configured(
         keys.clone(),
         metrics.clone(),
         options.max_concurrent_calls,
+        options.max_calls_per_tenant,
     )));
 
     let reflection_v1 = reflection()

@@ -422,3 +422,103 @@ async fn undecodable_and_oversized_requests_get_the_callers_codes() {
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
     server.stop().await;
 }
+
+fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_take_every_slot() {
+    const ADMIN: &str = "operations-admin-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        admin_key: Some(ADMIN.to_owned()),
+        max_concurrent_calls: 4,
+        max_calls_per_tenant: 1,
+        ..Default::default()
+    };
+    let server = TestServer::start_configured(dir.path(), options).await;
+    let channel = server.channel().await;
+    let mut admin = proto::admin_service_client::AdminServiceClient::new(channel.clone());
+    let mut keys = Vec::new();
+    for tenant in ["busy", "quiet"] {
+        let create = proto::CreateTenantRequest {
+            tenant: tenant.to_owned(),
+            time_zone: String::new(),
+        };
+        admin.create_tenant(keyed(create, ADMIN)).await.unwrap();
+        let issue = proto::CreateApiKeyRequest {
+            tenant: tenant.to_owned(),
+            label: String::new(),
+        };
+        let made = admin.create_api_key(keyed(issue, ADMIN)).await.unwrap();
+        keys.push(made.into_inner().secret);
+    }
+    let (busy, quiet) = (&keys[0], &keys[1]);
+
+    let customers = 30_000;
+    let mut client = SegmentServiceClient::new(channel.clone());
+    let ids: Vec<usize> = (0..customers).collect();
+    for batch in ids.chunks(10_000) {
+        let request = proto::UpsertCustomersRequest {
+            tenant: "busy".to_owned(),
+            customers: batch
+                .iter()
+                .map(|&i| proto::Customer {
+                    customer_id: long_id(i),
+                    opted_in: Some(true),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        client.upsert_customers(keyed(request, busy)).await.unwrap();
+    }
+
+    // An unread export of `busy` holds its only slot.
+    let mut stream = SegmentServiceClient::new(slow_channel(&server).await)
+        .export_audience(keyed(export_request("busy"), busy))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+
+    let refused = client
+        .count_audience(keyed(count_request("busy", "opted_in"), busy))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("--max-calls-per-tenant"),
+        "{refused:?}"
+    );
+    // The other tenant is served, from the server's free slots.
+    let counted = client
+        .count_audience(keyed(count_request("quiet", "opted_in"), quiet))
+        .await
+        .unwrap();
+    assert_eq!(counted.into_inner().count, 0);
+
+    drop(stream);
+    let mut answer = None;
+    for _ in 0..200 {
+        match client
+            .count_audience(keyed(count_request("busy", "opted_in"), busy))
+            .await
+        {
+            Ok(counted) => {
+                answer = Some(counted.into_inner().count);
+                break;
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    assert_eq!(answer, Some(customers as u64));
+    server.stop().await;
+}

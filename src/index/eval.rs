@@ -197,6 +197,8 @@ impl Evaluation<'_> {
     /// still in the running; an OR hands its costly clauses only the
     /// customers not already in.
     fn node(&self, rule: &Rule, depth: usize, candidates: &RoaringBitmap) -> Result<RoaringBitmap> {
+        // A caller past its deadline, or gone, gets no more of this.
+        crate::cancel::check()?;
         match rule {
             Rule::And(children) => {
                 let mut order: Vec<&Rule> = children.iter().collect();

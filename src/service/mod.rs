@@ -51,6 +51,9 @@ impl Segments {
         let started = Instant::now();
         let engine = self.engine.clone();
         let crate::gate::CallContext { deadline, slot } = crate::gate::current();
+        // Dropped when this call is answered or abandoned, which stops the
+        // evaluation at its next clause.
+        let (cancel, _abandon_on_drop) = crate::cancel::Cancel::new(deadline);
         let work = tokio::task::spawn_blocking(move || {
             // The call's slot stays taken while this runs, even once the
             // caller has been answered at its deadline or has gone.
@@ -59,7 +62,7 @@ impl Segments {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(deadline_passed());
             }
-            work(&engine)
+            cancel.run(|| work(&engine))
         });
         let finished = match deadline {
             // The evaluation itself runs to its end on its thread; the

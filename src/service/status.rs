@@ -16,6 +16,7 @@ impl From<Error> for Status {
             Error::Aborted(_) => Code::Aborted,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Cancelled(_) => Code::Cancelled,
             Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => Code::Internal,
         };
         if code == Code::Internal {
