@@ -42,6 +42,9 @@ pub enum Command {
     /// Ask a server's health service whether it is serving: exit 0 if it
     /// is, 1 if not (for container health checks).
     Health(HealthArgs),
+    /// Follow saved segments and print who enters and leaves them, a line
+    /// per change, until interrupted.
+    Watch(WatchArgs),
     /// Write a synthetic merchant tenant (10M customers at scale 1, fixed
     /// seed): as events-jsonl and CSV files, or straight into a data directory.
     Generate(GenerateArgs),
@@ -93,6 +96,21 @@ pub struct HealthArgs {
     /// The service to ask about; empty for the server as a whole.
     #[arg(long, default_value = "")]
     pub service: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
+    #[arg(long, env = "SEGMENTD_TENANT")]
+    pub tenant: String,
+    /// A segment to follow; repeat for more (at most 100).
+    #[arg(long = "segment", required = true)]
+    pub segments: Vec<String>,
+    /// Resume after this sequence number (the last one processed); left
+    /// out, the current members come first.
+    #[arg(long)]
+    pub after: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -244,6 +262,18 @@ pub struct ServeArgs {
           default_value_t = crate::server::DEFAULT_MAX_CALLS_PER_TENANT as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_calls_per_tenant: u32,
+    /// Seconds between two moves of the change feed's relative windows
+    /// (`WITHIN`, `SINCE`): customers whose events age out leave within it.
+    #[arg(long, env = "SEGMENTD_WATCH_TICK_SECONDS",
+          default_value_t = crate::server::DEFAULT_WATCH_TICK.as_secs_f64(),
+          value_parser = parse_tick)]
+    pub watch_tick_seconds: f64,
+    /// Seconds the change feed keeps its entries: a watch may resume from
+    /// any sequence this recent.
+    #[arg(long, env = "SEGMENTD_WATCH_RETENTION_SECONDS",
+          default_value_t = crate::server::DEFAULT_WATCH_RETENTION.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
+    pub watch_retention_seconds: u64,
     /// How logs are written to standard error.
     #[arg(long, env = "SEGMENTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -251,6 +281,13 @@ pub struct ServeArgs {
 
 /// Where `serve` serves metrics unless told otherwise.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+fn parse_tick(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.01..=60.0).contains(&seconds) => Ok(seconds),
+        _ => Err("a number of seconds from 0.01 to 60".to_owned()),
+    }
+}
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {

@@ -161,6 +161,56 @@ pub async fn health(args: crate::cli::HealthArgs) -> Result<bool, String> {
     Ok(status == ServingStatus::Serving)
 }
 
+/// `segmentd watch`: prints each change of the followed segments as
+/// `SEQUENCE SEGMENT CAUSE +ENTERED... -LEFT...`, until the stream ends.
+pub async fn watch(args: crate::cli::WatchArgs) -> Result<(), String> {
+    use std::io::Write;
+    let mut client = args.client.segments().await?;
+    let mut stream = client
+        .watch_segment_changes(crate::proto::WatchSegmentChangesRequest {
+            tenant: args.tenant,
+            segment_ids: args.segments,
+            after_sequence: args.after,
+        })
+        .await
+        .map_err(|status| format!("{}: {}", status.code(), status.message()))?
+        .into_inner();
+    let mut last = args.after;
+    loop {
+        let change = match stream.message().await {
+            Ok(Some(change)) => change,
+            Ok(None) => return Ok(()),
+            Err(status) => {
+                let resume =
+                    last.map_or_else(String::new, |last| format!(" (resume with --after {last})"));
+                return Err(format!("{}: {}{resume}", status.code(), status.message()));
+            }
+        };
+        let cause = crate::proto::ChangeCause::try_from(change.cause)
+            .map(|cause| {
+                cause
+                    .as_str_name()
+                    .trim_start_matches("CHANGE_CAUSE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_else(|_| change.cause.to_string());
+        let mut line = format!("{} {} {cause}", change.sequence, change.segment_id);
+        for id in &change.entered_customer_ids {
+            line.push_str(" +");
+            line.push_str(id);
+        }
+        for id in &change.left_customer_ids {
+            line.push_str(" -");
+            line.push_str(id);
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| e.to_string())?;
+        last = Some(change.sequence);
+    }
+}
+
 /// `segmentd admin ...`: tenants and keys.
 pub async fn admin(command: crate::cli::AdminCommand) -> Result<(), String> {
     use crate::cli::AdminCommand;

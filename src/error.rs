@@ -36,6 +36,15 @@ pub enum Error {
     #[error("{0}")]
     Aborted(String),
 
+    /// A position outside what is kept (a change-feed sequence pruned or
+    /// not yet reached).
+    #[error("{0}")]
+    OutOfRange(String),
+
+    /// The server cannot serve the call now (it is stopping); retry.
+    #[error("{0}")]
+    Unavailable(String),
+
     /// A documented limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Import(args) => segmentd::import::run(args).await.map_err(|e| e.to_string()),
             Command::Load(args) => segmentd::load::run(args).await,
             Command::Admin(command) => segmentd::client::admin(command).await,
+            Command::Watch(args) => segmentd::client::watch(args).await,
             Command::Health(args) => match segmentd::client::health(args).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("not serving".to_owned()),
@@ -127,6 +128,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         drain: std::time::Duration::from_secs_f64(args.drain_seconds),
         max_concurrent_calls: args.max_concurrent_calls as usize,
         max_calls_per_tenant: args.max_calls_per_tenant as usize,
+        watch_tick: std::time::Duration::from_secs_f64(args.watch_tick_seconds),
+        watch_retention: std::time::Duration::from_secs(args.watch_retention_seconds),
     };
     segmentd::server::serve_configured(listener, &args.data, options, shutdown)
         .await

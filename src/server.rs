@@ -51,7 +51,16 @@ pub struct ServeOptions {
     pub max_concurrent_calls: usize,
     /// With keys on, the most calls of one tenant at once.
     pub max_calls_per_tenant: usize,
+    /// How often the change feed moves relative windows.
+    pub watch_tick: Duration,
+    /// How long the change feed keeps its entries.
+    pub watch_retention: Duration,
 }
+
+/// How often the change feed moves relative windows unless told otherwise.
+pub const DEFAULT_WATCH_TICK: Duration = Duration::from_secs(10);
+/// How long the change feed keeps entries unless told otherwise: a week.
+pub const DEFAULT_WATCH_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -63,6 +72,8 @@ impl Default for ServeOptions {
             drain: Duration::ZERO,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_calls_per_tenant: DEFAULT_MAX_CALLS_PER_TENANT,
+            watch_tick: DEFAULT_WATCH_TICK,
+            watch_retention: DEFAULT_WATCH_RETENTION,
         }
     }
 }
@@ -190,7 +201,10 @@ pub async fn serve_configured(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let segments = SegmentServiceServer::new(Segments::new(engine.clone()))
+    // Set once the server stops taking calls: watches end then, so that the
+    // graceful stop does not wait for them forever.
+    let (watches_stop_tx, watches_stop) = tokio::sync::watch::channel(false);
+    let segments = SegmentServiceServer::new(Segments::new(engine.clone()).with_stop(watches_stop))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(Admin::new(engine.clone(), keys.clone()))
         .max_decoding_message_size(crate::service::admin::MAX_ADMIN_MESSAGE_BYTES);
@@ -211,6 +225,26 @@ pub async fn serve_configured(
             }
         })
     });
+
+    let ticking = {
+        let engine = engine.clone();
+        let mut stopped = stopped_rx.clone();
+        let (tick, retention) = (options.watch_tick, options.watch_retention);
+        let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = stopped.wait_for(|stopped| *stopped) => return,
+                }
+                let engine = engine.clone();
+                let now = chrono::Utc::now().timestamp();
+                let _ = tokio::task::spawn_blocking(move || engine.feed_tick(now, retention)).await;
+            }
+        })
+    };
 
     set_health(&health, ServingStatus::Serving).await;
     let scheme = if options.tls.is_some() {
@@ -248,6 +282,7 @@ pub async fn serve_configured(
             );
             tokio::time::sleep(drain).await;
         }
+        let _ = watches_stop_tx.send(true);
         tracing::info!("shutting down: finishing in-flight calls");
     };
     // Without TCP_NODELAY a response written in two parts waited for the
@@ -271,6 +306,7 @@ pub async fn serve_configured(
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
+    let _ = ticking.await;
 
     let flushing = engine.clone();
     tokio::task::spawn_blocking(move || {

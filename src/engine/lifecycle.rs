@@ -90,7 +90,9 @@ impl Engine {
             record.update_time_micros = now_micros;
             (record, rule)
         };
-        self.save_segment(&tenant, record.clone(), rule)?;
+        let head = self.save_segment(&tenant, record.clone(), rule)?;
+        drop(_writer);
+        self.feed_publish(&tenant, head);
         Ok(record)
     }
 
@@ -147,7 +149,9 @@ impl Engine {
             record.update_time_micros = now_micros;
             (record, current.rule.clone())
         };
-        self.save_segment(&tenant, record.clone(), rule)?;
+        let head = self.save_segment(&tenant, record.clone(), rule)?;
+        drop(_writer);
+        self.feed_publish(&tenant, head);
         Ok(record)
     }
 }

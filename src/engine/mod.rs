@@ -9,6 +9,7 @@
 pub mod audience;
 pub mod contacts;
 pub mod explain;
+pub mod feed;
 pub mod lifecycle;
 pub mod segments;
 pub mod snapshots;
@@ -41,6 +42,8 @@ pub struct Tenant {
     index: RwLock<TenantIndex>,
     /// False until the tenant's first write is on disk.
     stored: AtomicBool,
+    /// Every saved segment's members as last told, and the feed's numbers.
+    feed: Mutex<feed::TenantFeed>,
 }
 
 /// Facts about a tenant.
@@ -68,6 +71,12 @@ impl Engine {
 
     /// Opens the data directory with `options` and loads every tenant.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Engine> {
+        Engine::open_at(path, options, chrono::Utc::now().timestamp())
+    }
+
+    /// Opens the data directory with `options` and loads every tenant; the
+    /// change feed tells what it missed as of `now`.
+    pub fn open_at(path: &Path, options: StoreOptions, now: Seconds) -> Result<Engine> {
         let store = Store::open_with(path, options)?;
         let mut tenants = HashMap::new();
         for mut snapshot in store.load()? {
@@ -75,18 +84,22 @@ impl Engine {
                 contacts::backfill(&store, &mut snapshot.meta, &snapshot.tenant)?;
             }
             let index = TenantIndex::from_snapshot(snapshot)?;
+            let feed = feed::TenantFeed::load(&store, &index)?;
             let tenant = Tenant {
                 writer: Mutex::new(()),
                 index: RwLock::new(index),
                 stored: true.into(),
+                feed: Mutex::new(feed),
             };
             tenants.insert(tenant_name(&tenant), Arc::new(tenant));
         }
-        Ok(Engine {
+        let engine = Engine {
             store,
             tenants: RwLock::new(tenants),
             creating: Mutex::new(()),
-        })
+        };
+        engine.feed_recover(now);
+        Ok(engine)
     }
 
     /// How many tenants are loaded.
@@ -165,6 +178,7 @@ impl Engine {
             })?;
             folded += 1;
         }
+        self.feed_checkpoint_all()?;
         Ok(folded)
     }
 
@@ -192,10 +206,14 @@ impl Engine {
         };
 
         let summary = committed.summary;
+        let touched = committed.touched();
         let mut index = tenant.index.write().unwrap_or_else(PoisonError::into_inner);
         committed.apply(&mut index);
         drop(index);
         tenant.stored.store(true, Ordering::Release);
+        let head = self.feed_after_write(&tenant, &touched, now);
+        drop(_writer);
+        self.feed_publish(&tenant, head);
         Ok(summary)
     }
 
@@ -359,6 +377,7 @@ impl Engine {
             writer: Mutex::new(()),
             index: RwLock::new(TenantIndex::new(name.to_owned(), meta)?),
             stored: false.into(),
+            feed: Mutex::new(feed::TenantFeed::empty()),
         });
         tenants.insert(name.to_owned(), tenant.clone());
         Ok(tenant)

@@ -66,18 +66,21 @@ impl Engine {
                 update_time_micros: now_micros,
             }
         };
-        self.save_segment(&tenant, record.clone(), input.rule)?;
+        let head = self.save_segment(&tenant, record.clone(), input.rule)?;
+        drop(_writer);
+        self.feed_publish(&tenant, head);
         Ok(record)
     }
 
-    /// Stores a segment durably, then shows it in the index. Called with the
-    /// tenant's writer lock held.
+    /// Stores a segment durably, then shows it in the index and the change
+    /// feed. Called with the tenant's writer lock held; returns the feed's
+    /// head to publish once the lock is let go.
     pub(super) fn save_segment(
         &self,
         tenant: &Tenant,
         record: SegmentRecord,
         rule: Option<Rule>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let name = read(&tenant.index).tenant.clone();
         let mut batch = Batch::default();
         batch.insert(
@@ -86,13 +89,15 @@ impl Engine {
         );
         self.store.commit(batch)?;
         let segment_id = record.segment_id.clone();
+        let now = record.update_time_micros.div_euclid(1_000_000);
         tenant
             .index
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .segments
-            .insert(segment_id, SavedSegment { record, rule });
-        Ok(())
+            .insert(segment_id.clone(), SavedSegment { record, rule });
+        // The caller holds the writer lock, and publishes once it is let go.
+        Ok(self.feed_after_segment_edit(tenant, &segment_id, now))
     }
 
     /// One saved segment.

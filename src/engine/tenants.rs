@@ -121,6 +121,13 @@ impl Engine {
             index.delta_log = Default::default();
             drop(index);
             tenant.stored.store(true, Ordering::Release);
+            let everything = super::feed::Touched {
+                everything: true,
+                ..Default::default()
+            };
+            let head = self.feed_after_write(&tenant, &everything, now);
+            drop(_writer);
+            self.feed_publish(&tenant, head);
             tracing::info!(
                 tenant = name,
                 time_zone = time_zone.name(),

@@ -561,6 +561,23 @@ impl<'a> WriteBatch<'a> {
 }
 
 impl Committed {
+    /// What the change touched, for the change feed: call before `apply`.
+    pub fn touched(&self) -> super::feed::Touched {
+        use super::feed::Input;
+        let mut inputs: std::collections::HashSet<Input> =
+            self.bitmaps.keys().map(Input::of_key).collect();
+        inputs.extend(self.event_kinds.iter().map(|&kind| Input::Event(kind)));
+        super::feed::Touched {
+            inputs,
+            everything: false,
+            departed: self
+                .deleted_ids
+                .iter()
+                .map(|(customer_id, &dense)| (dense, customer_id.clone()))
+                .collect(),
+        }
+    }
+
     /// Applies the durable change to the in-memory index.
     pub fn apply(self, index: &mut TenantIndex) {
         let sequence = self.meta.write_sequence;

@@ -731,7 +731,7 @@ enum Cost {
 }
 
 /// The bit-sliced number a numeric field is kept in.
-fn number_attr(field: NumberField) -> NumberAttr {
+pub fn number_attr(field: NumberField) -> NumberAttr {
     match field {
         NumberField::Spent => NumberAttr::Spent,
         NumberField::OrderCount => NumberAttr::OrderCount,

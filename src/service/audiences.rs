@@ -38,7 +38,7 @@ pub struct DeadlineStream<S> {
 }
 
 impl<S> DeadlineStream<S> {
-    fn new(inner: S, deadline: Option<Instant>) -> Self {
+    pub(super) fn new(inner: S, deadline: Option<Instant>) -> Self {
         DeadlineStream {
             inner: Some(inner),
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into()))),

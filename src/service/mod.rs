@@ -7,6 +7,7 @@ pub mod convert;
 pub mod rules;
 pub mod status;
 pub mod token;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,11 +36,19 @@ pub const MAX_SEGMENT_PAGE_SIZE: usize = 1_000;
 #[derive(Clone)]
 pub struct Segments {
     engine: Arc<Engine>,
+    /// Becomes true when the server stops taking calls: watches end.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Segments {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Segments { engine }
+        let (_, stop) = tokio::sync::watch::channel(false);
+        Segments { engine, stop }
+    }
+
+    /// Ends watches once `stop` becomes true.
+    pub fn with_stop(self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        Segments { stop, ..self }
     }
 
     /// Runs `work` on the engine off the async threads, and logs the call.
@@ -166,6 +175,7 @@ tenanted!(
     ListCustomerSegmentsRequest,
     CountOverlapRequest,
     DiffAudiencesRequest,
+    WatchSegmentChangesRequest,
 );
 
 /// The request's message, if its caller may touch the tenant it names;
@@ -716,6 +726,15 @@ impl SegmentService for Segments {
     }
 
     type ExportAudienceStream = audiences::ExportStream;
+
+    type WatchSegmentChangesStream = watch::WatchStream;
+
+    async fn watch_segment_changes(
+        &self,
+        request: Request<proto::WatchSegmentChangesRequest>,
+    ) -> Result<Response<Self::WatchSegmentChangesStream>, Status> {
+        self.watch(authorize_tenant(request)?).await
+    }
 
     async fn export_audience(
         &self,

@@ -21,6 +21,9 @@
 //! | `P` | snapshot id | snapshot record, JSON |
 //! | `Q` | snapshot id | the snapshot's members (dense ids), roaring format |
 //! | `A` | key id | an API key of the tenant, JSON (its secret only as a hash) |
+//! | `F` | feed sequence (u64) | one change-feed entry, JSON (see `feed`) |
+//! | `G` | segment id | feed sequence (u64), then the segment's members then, roaring format |
+//! | `V` | (none) | the last feed sequence handed out (u64) |
 //!
 //! Bitmaps are stored a chunk (the ids sharing their high 16 bits) per key;
 //! a write stores only its changes as a `D` row, and a checkpoint now and
@@ -54,6 +57,10 @@ pub const TAG_CONTACT: u8 = b'K';
 pub const TAG_SNAPSHOT: u8 = b'P';
 pub const TAG_SNAPSHOT_MEMBERS: u8 = b'Q';
 pub const TAG_API_KEY: u8 = b'A';
+/// Change-feed entries, members checkpoints and head (`store::feed`).
+pub const TAG_FEED_ENTRY: u8 = b'F';
+pub const TAG_FEED_MEMBERS: u8 = b'G';
+pub const TAG_FEED_HEAD: u8 = b'V';
 
 /// The prefix of one tenant's rows of one table.
 pub fn tenant_prefix(tag: u8, tenant: &str) -> Vec<u8> {

@@ -7,6 +7,7 @@
 
 pub mod delta;
 pub mod event_ids;
+pub mod feed;
 pub mod history;
 pub mod keys;
 mod manifest;
