@@ -144,6 +144,13 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 100_000, requires = "record_events",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub customers: u32,
+    /// With --record-events: also measure the change feed's delay. Two
+    /// segments are saved in the (first) tenant, one the load keeps moving
+    /// (`ordered WITHIN 30d AND NOT messaged WITHIN 7d`) and one a probe
+    /// follows; every 50 ms the probe upserts a new customer into it and
+    /// times how long after the write's acknowledgement the watch tells it.
+    #[arg(long, requires = "record_events")]
+    pub watch_delay: bool,
     /// Calls in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,

@@ -110,6 +110,21 @@ async fn record(
     let now = chrono::Utc::now().timestamp();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
+    let probe = if args.watch_delay {
+        let tenant = if args.tenant_per_client {
+            format!("{}-0", args.tenant)
+        } else {
+            args.tenant.clone()
+        };
+        Some(tokio::spawn(probe_feed(
+            client.clone(),
+            tenant,
+            run,
+            deadline,
+        )))
+    } else {
+        None
+    };
     let mut workers = Vec::new();
     for worker in 0..args.concurrency {
         let mut client = client.clone();
@@ -160,7 +175,158 @@ async fn record(
     }
     let elapsed = started.elapsed();
     print_table(args, &mut latencies, elapsed, Some(recorded));
+    if let Some(probe) = probe {
+        let (mut delays, early) = probe.await.map_err(|error| error.to_string())??;
+        print_delays(&mut delays, early);
+    }
     first_error(&errors)
+}
+
+/// The segment the load keeps moving, and the probe's, saved by `--watch-delay`.
+const MOVED_SEGMENT: (&str, &str) = (
+    "load-recent-buyers",
+    "ordered WITHIN 30d AND NOT messaged WITHIN 7d",
+);
+const PROBE_SEGMENT: &str = "load-probe";
+const PROBE_TAG: &str = "load-probe";
+
+/// Until `deadline`, upserts a new tagged customer every 50 ms and times
+/// the change feed: from each upsert's acknowledgement to the message that
+/// tells the customer entered the probe segment. Returns the delays, and
+/// how many messages came before their write's acknowledgement did.
+async fn probe_feed(
+    mut client: crate::client::SegmentClient,
+    tenant: String,
+    run: i64,
+    deadline: Instant,
+) -> Result<(Vec<Duration>, usize), String> {
+    use crate::proto::{CreateSegmentRequest, Customer, Segment, UpsertCustomersRequest};
+    let refused = |status: tonic::Status| format!("{}: {}", status.code(), status.message());
+    let first = Customer {
+        customer_id: format!("probe-{run}-0"),
+        ..Customer::default()
+    };
+    client
+        .upsert_customers(UpsertCustomersRequest {
+            tenant: tenant.clone(),
+            customers: vec![first],
+        })
+        .await
+        .map_err(refused)?;
+    for (segment_id, rule) in [
+        MOVED_SEGMENT,
+        (PROBE_SEGMENT, &format!("tag = \"{PROBE_TAG}\"")),
+    ] {
+        let created = client
+            .create_segment(CreateSegmentRequest {
+                tenant: tenant.clone(),
+                segment_id: segment_id.to_owned(),
+                segment: Some(Segment {
+                    title: segment_id.to_owned(),
+                    rule_text: rule.to_owned(),
+                    ..Segment::default()
+                }),
+            })
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => return Err(refused(status)),
+        }
+    }
+    let mut stream = client
+        .watch_segment_changes(crate::proto::WatchSegmentChangesRequest {
+            tenant: tenant.clone(),
+            segment_ids: vec![PROBE_SEGMENT.to_owned()],
+            after_sequence: None,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+
+    let seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> =
+        std::sync::Arc::default();
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(change)) = stream.message().await {
+                let at = Instant::now();
+                let mut seen = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for id in change.entered_customer_ids {
+                    seen.entry(id).or_insert(at);
+                }
+            }
+        })
+    };
+    let mut acknowledged = Vec::new();
+    let mut probe = 0u64;
+    while Instant::now() < deadline {
+        probe += 1;
+        let customer_id = format!("probe-{run}-{probe}");
+        let customer = Customer {
+            customer_id: customer_id.clone(),
+            tags: vec![PROBE_TAG.to_owned()],
+            ..Customer::default()
+        };
+        client
+            .upsert_customers(UpsertCustomersRequest {
+                tenant: tenant.clone(),
+                customers: vec![customer],
+            })
+            .await
+            .map_err(refused)?;
+        acknowledged.push((customer_id, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give the last changes a moment to arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reader.abort();
+    let seen = seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut delays = Vec::with_capacity(acknowledged.len());
+    let mut early = 0;
+    for (customer_id, acked) in acknowledged {
+        let Some(&told) = seen.get(&customer_id) else {
+            return Err(format!("the feed never told that {customer_id} entered"));
+        };
+        if told < acked {
+            early += 1;
+        }
+        delays.push(told.saturating_duration_since(acked));
+    }
+    Ok((delays, early))
+}
+
+/// The value at `fraction` of sorted durations, in milliseconds ("-" if none).
+fn percentile(sorted: &[Duration], fraction: f64) -> String {
+    if sorted.is_empty() {
+        return "-".to_owned();
+    }
+    let rank = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len());
+    format!("{:.2}", sorted[rank - 1].as_secs_f64() * 1e3)
+}
+
+fn print_delays(delays: &mut [Duration], early: usize) {
+    delays.sort_unstable();
+    let at = |fraction| percentile(delays, fraction);
+    println!();
+    println!(
+        "Change feed: from a write's acknowledgement to its change on a watch \
+         ({early} of {} told before the acknowledgement reached the client, counted as 0)",
+        delays.len()
+    );
+    println!("| probes | p50 ms | p99 ms | max ms |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| {} | {} | {} | {} |",
+        delays.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 /// An order, a message or a click by one of `customers`, some time in the
@@ -208,13 +374,7 @@ fn print_table(
     recorded: Option<u64>,
 ) {
     latencies.sort_unstable();
-    let at = |fraction: f64| -> String {
-        if latencies.is_empty() {
-            return "-".to_owned();
-        }
-        let rank = ((latencies.len() as f64 * fraction).ceil() as usize).clamp(1, latencies.len());
-        format!("{:.2}", latencies[rank - 1].as_secs_f64() * 1e3)
-    };
+    let at = |fraction| percentile(latencies, fraction);
     let calls = latencies.len();
     let seconds = elapsed.as_secs_f64();
     let what = match (args.record_events, args.resolve) {

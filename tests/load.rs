@@ -129,3 +129,46 @@ async fn reading_load_counts_without_errors() {
     assert!(cells[0].parse::<u64>().unwrap() > 0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_load_times_the_change_feed_for_every_probe_customer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let args = [
+        "--tenant",
+        "w",
+        "--record-events",
+        "100",
+        "--customers",
+        "50",
+        "--concurrency",
+        "2",
+        "--watch-delay",
+        "--seconds",
+        "1",
+    ];
+    let output = load(&server, &args);
+    let cells = row(&output);
+    // | probes | p50 | p99 | max |: one probe customer per upsert, each told.
+    assert_eq!(cells.len(), 4, "{cells:?}");
+    let probes: u64 = cells[0].parse().unwrap();
+    let mut client = server.client().await;
+    let tagged = client
+        .count_audience(CountAudienceRequest {
+            tenant: "w".to_owned(),
+            audience: Some(count_audience_request::Audience::RuleText(
+                r#"tag = "load-probe""#.to_owned(),
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert!(probes > 0);
+    assert_eq!(probes, tagged);
+    let p50: f64 = cells[1].parse().unwrap();
+    let max: f64 = cells[3].parse().unwrap();
+    assert!(p50 <= max);
+    server.stop().await;
+}
