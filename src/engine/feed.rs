@@ -100,9 +100,24 @@ pub struct Touched {
     pub inputs: HashSet<Input>,
     /// Every segment may have changed (a new time zone).
     pub everything: bool,
+    /// The customers whose data changed, when known: no one else's
+    /// membership can have moved (membership depends on a customer's own
+    /// data alone), so only they are evaluated again.
+    pub customers: Option<RoaringBitmap>,
     /// Merchant ids of customers deleted by the change, by dense id: they
     /// are no longer in the index, and their leaving is still told.
     pub departed: HashMap<u32, String>,
+}
+
+/// Whom a refresh evaluates again.
+#[derive(Clone, Copy)]
+pub(super) struct Scope<'a> {
+    /// A write's customers, and the ids of those it deleted; `None`: everyone.
+    touched: Option<&'a Touched>,
+}
+
+impl Scope<'_> {
+    const EVERYONE: Scope<'static> = Scope { touched: None };
 }
 
 /// Which segments read what.
@@ -381,7 +396,7 @@ impl Engine {
         &self,
         tenant: &Tenant,
         segment_ids: &BTreeSet<String>,
-        departed: &HashMap<u32, String>,
+        scope: Scope<'_>,
         cause: ChangeCause,
         now: Seconds,
     ) -> Option<u64> {
@@ -391,7 +406,7 @@ impl Engine {
         let index = read(&tenant.index);
         let mut feed = lock(&tenant.feed);
         let outcome = crate::cancel::Cancel::default()
-            .run(|| self.feed_diff(&index, &mut feed, segment_ids, departed, cause, now));
+            .run(|| self.feed_diff(&index, &mut feed, segment_ids, scope, cause, now));
         match outcome {
             Ok(head) => head,
             Err(error) => {
@@ -408,10 +423,13 @@ impl Engine {
         index: &TenantIndex,
         feed: &mut TenantFeed,
         segment_ids: &BTreeSet<String>,
-        departed: &HashMap<u32, String>,
+        scope: Scope<'_>,
         cause: ChangeCause,
         now: Seconds,
     ) -> Result<Option<u64>> {
+        let no_one = HashMap::new();
+        let departed = scope.touched.map_or(&no_one, |touched| &touched.departed);
+        let among = scope.touched.and_then(|touched| touched.customers.as_ref());
         let evaluation = Evaluation::new(index, &self.store, now);
         let mut batch = Batch::default();
         let mut head = feed.head;
@@ -420,9 +438,15 @@ impl Engine {
             if !index.segments.contains_key(segment_id) {
                 continue;
             }
-            let current = evaluation.segment(segment_id)?;
             let empty = RoaringBitmap::new();
             let before = feed.members.get(segment_id).unwrap_or(&empty);
+            let current = match among {
+                // The others stay as they were.
+                Some(customers) => {
+                    (before - customers) | evaluation.segment_among(segment_id, customers)?
+                }
+                None => evaluation.segment(segment_id)?,
+            };
             let entered = &current - before;
             let left = before - &current;
             if entered.is_empty() && left.is_empty() {
@@ -518,13 +542,10 @@ impl Engine {
         now: Seconds,
     ) -> Option<u64> {
         let affected = lock(&tenant.feed).deps.affected(touched);
-        self.feed_refresh(
-            tenant,
-            &affected,
-            &touched.departed,
-            ChangeCause::Write,
-            now,
-        )
+        let scope = Scope {
+            touched: Some(touched),
+        };
+        self.feed_refresh(tenant, &affected, scope, ChangeCause::Write, now)
     }
 
     /// After a segment was saved: rebuilds the dependency index and tells
@@ -544,7 +565,7 @@ impl Engine {
         self.feed_refresh(
             tenant,
             &affected,
-            &HashMap::new(),
+            Scope::EVERYONE,
             ChangeCause::SegmentEdit,
             now,
         )
@@ -558,7 +579,7 @@ impl Engine {
                 let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
                 let timed = lock(&tenant.feed).deps.timed.clone();
                 let head =
-                    self.feed_refresh(&tenant, &timed, &HashMap::new(), ChangeCause::Time, now);
+                    self.feed_refresh(&tenant, &timed, Scope::EVERYONE, ChangeCause::Time, now);
                 if let Err(error) = self.feed_prune(&tenant, now, retention) {
                     tracing::error!(%error, "change feed not pruned");
                 }
@@ -634,7 +655,7 @@ impl Engine {
             let head = {
                 let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
                 let all: BTreeSet<String> = read(&tenant.index).segments.keys().cloned().collect();
-                self.feed_refresh(&tenant, &all, &HashMap::new(), ChangeCause::Recovery, now)
+                self.feed_refresh(&tenant, &all, Scope::EVERYONE, ChangeCause::Recovery, now)
             };
             self.feed_publish(&tenant, head);
         }

@@ -121,6 +121,7 @@ impl Engine {
             index.delta_log = Default::default();
             drop(index);
             tenant.stored.store(true, Ordering::Release);
+            // Every event moved to another local day: everyone, everywhere.
             let everything = super::feed::Touched {
                 everything: true,
                 ..Default::default()

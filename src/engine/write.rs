@@ -86,6 +86,9 @@ pub struct Committed {
     new_ids: HashMap<String, u32>,
     deleted_ids: HashMap<String, u32>,
     event_kinds: BTreeSet<EventKind>,
+    /// Every customer the batch read or changed: the only ones whose
+    /// membership of any segment it can have moved.
+    customers: RoaringBitmap,
     pub summary: WriteSummary,
 }
 
@@ -301,6 +304,7 @@ impl<'a> WriteBatch<'a> {
     /// Writes the batch to disk, atomically and durably.
     pub fn commit(mut self) -> Result<Committed> {
         let tenant = self.index.tenant.clone();
+        let customers: RoaringBitmap = self.touched.keys().copied().collect();
         for (dense, touched) in std::mem::take(&mut self.touched) {
             // Most events leave the record as it was (a message or a click
             // after the first event): nothing to derive or store.
@@ -377,6 +381,7 @@ impl<'a> WriteBatch<'a> {
             new_ids: self.new_ids,
             deleted_ids: self.deleted_ids,
             event_kinds: self.event_kinds,
+            customers,
             summary: self.summary,
         })
     }
@@ -570,6 +575,7 @@ impl Committed {
         super::feed::Touched {
             inputs,
             everything: false,
+            customers: Some(self.customers.clone()),
             departed: self
                 .deleted_ids
                 .iter()

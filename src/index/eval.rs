@@ -105,6 +105,28 @@ impl Evaluation<'_> {
         Ok(result)
     }
 
+    /// The members of a saved segment among `candidates`.
+    pub fn segment_among(
+        &self,
+        segment_id: &str,
+        candidates: &RoaringBitmap,
+    ) -> Result<RoaringBitmap> {
+        let candidates = candidates & self.index.live();
+        let segment = self
+            .index
+            .segments
+            .get(segment_id)
+            .ok_or_else(|| Error::NotFound(format!("segment `{segment_id}` not found")))?;
+        let mut members = match &segment.rule {
+            Some(rule) => self.node(rule, 1, &candidates)?,
+            None => RoaringBitmap::new(),
+        };
+        members |= self.customers(&segment.record.included_customer_ids);
+        members -= self.customers(&segment.record.excluded_customer_ids);
+        members &= &candidates;
+        Ok(members)
+    }
+
     /// Visits every node of `rule`, root first and depth-first, with the
     /// node's path (child positions from the root) and its live members,
     /// each node evaluated as if it were the whole rule. Each node is
