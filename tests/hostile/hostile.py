@@ -55,6 +55,8 @@ INVALID = {"INVALID_ARGUMENT"}
 DENIED = {"PERMISSION_DENIED"}
 UNAUTHENTICATED = {"UNAUTHENTICATED"}
 OK = {"OK"}
+OUT_OF_RANGE = {"OUT_OF_RANGE"}
+NOT_FOUND = {"NOT_FOUND"}
 
 
 # --------------------------------------------------------------- wire format
@@ -295,6 +297,14 @@ def die_with_parent():
     """Runs in the child before exec: if this script dies, so does the server."""
     if LIBC is not None:
         LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def first(stream):
+    """The first message of a server stream, which is then cancelled."""
+    try:
+        return next(stream)
+    finally:
+        stream.cancel()
 
 
 def free_port():
@@ -1122,6 +1132,51 @@ class Hostile:
         request = pb.ListSegmentsRequest(tenant="victim", page_size=1_001)
         run("ListSegments page_size 1001", LIMIT, self.call("ListSegments", request))
 
+    def watches(self):
+        """The change feed: bad segment lists, forged sequences, broken bytes."""
+        run, pb, bad = self.run, self.pb, b"\xff\xfe"
+
+        def watch(segment_ids, after=None, md=None):
+            request = pb.WatchSegmentChangesRequest(tenant="victim", segment_ids=segment_ids)
+            if after is not None:
+                request.after_sequence = after
+            method = self.segments.WatchSegmentChanges
+            md = self.victim() if md is None else md
+            # A refusal is the stream's first answer; an accepted watch would
+            # run on, so read one message at most.
+            return lambda: first(method(request, metadata=md, timeout=CALL_TIMEOUT))
+
+        run("watch: no segments", INVALID, watch([]))
+        run("watch: 101 segments", INVALID, watch([f"s{n}" for n in range(101)]))
+        run("watch: 100,000 segments", LIMIT, watch([f"s{n}" for n in range(100_000)]))
+        run("watch: empty segment id", INVALID, watch([SEGMENT_ID, ""]))
+        run("watch: 1 MiB segment id", INVALID, watch(["s" * MIB]))
+        run("watch: control character in id", INVALID, watch(["a\nb"]))
+        run("watch: unknown segment", NOT_FOUND, watch(["no-such-segment"]))
+        run("watch: after_sequence 2^64-1", OUT_OF_RANGE, watch([SEGMENT_ID], 2**64 - 1))
+        run("watch: after_sequence 2^63", OUT_OF_RANGE, watch([SEGMENT_ID], 2**63))
+        run("watch: other's key", DENIED, watch([SEGMENT_ID], md=self.other()))
+        run("watch: no key", UNAUTHENTICATED, watch([SEGMENT_ID], md=()))
+        method = self.channel.unary_stream(
+            "/segmentd.v1.SegmentService/WatchSegmentChanges",
+            request_serializer=None, response_deserializer=None)
+        for name, body in [
+            ("watch: UTF-8 segment id 0xff 0xfe", ld(1, "victim") + ld(2, bad)),
+            ("watch: after_sequence as bytes", ld(1, "victim") + ld(2, SEGMENT_ID) + ld(3, b"x")),
+        ]:
+            run(name, INVALID,
+                lambda body=body: first(method(body, metadata=self.victim(),
+                                               timeout=CALL_TIMEOUT)))
+        # A good watch starts with the segment's members (cause INITIAL).
+        members = set(self.model.segment())
+
+        def initial(response):
+            got = set(response.entered_customer_ids)
+            if response.segment_id != SEGMENT_ID or got != members:
+                return f"initial members {sorted(got)}, expected {sorted(members)}"
+            return None
+        run("watch: a good one starts with the members", OK, watch([SEGMENT_ID]), initial)
+
     def sizes(self):
         """The 16 MiB request limit: RESOURCE_EXHAUSTED, as the README says and as
         gRPC's doc/statuscodes.md has it for a message "larger than configured
@@ -1155,6 +1210,8 @@ class Hostile:
                 ("CountAudience", pb.CountAudienceRequest(tenant=tenant, rule_text="opted_in")),
                 ("ResolveSegment", pb.ResolveSegmentRequest(tenant=tenant, rule_text=EVERYONE)),
                 ("ExportAudience", pb.ExportAudienceRequest(tenant=tenant, rule_text=EVERYONE)),
+                ("WatchSegmentChanges", pb.WatchSegmentChangesRequest(
+                    tenant=tenant, segment_ids=[SEGMENT_ID])),
                 ("GetSegment", pb.GetSegmentRequest(tenant=tenant, segment_id=SEGMENT_ID)),
                 ("ListSegments", pb.ListSegmentsRequest(tenant=tenant)),
                 ("GetTenant", pb.GetTenantRequest(tenant=tenant)),
@@ -1186,6 +1243,9 @@ class Hostile:
             if rpc == "ExportAudience":
                 method = self.segments.ExportAudience
                 return lambda: list(method(request, metadata=md, timeout=CALL_TIMEOUT))
+            if rpc == "WatchSegmentChanges":
+                method = self.segments.WatchSegmentChanges
+                return lambda: first(method(request, metadata=md, timeout=CALL_TIMEOUT))
             return self.call(rpc, request, md)
 
         for rpc, request in requests():
@@ -1385,7 +1445,8 @@ class Hostile:
                   f" {len(before)} answers recorded", flush=True)
 
             phases = (self.rule_texts, self.structured_rules, self.broken_bytes, self.writes,
-                      self.segments_and_more, self.pages, self.sizes, self.keys_and_tenants)
+                      self.segments_and_more, self.pages, self.watches, self.sizes,
+                      self.keys_and_tenants)
             for phase in phases:
                 phase_started = time.monotonic()
                 phase()
