@@ -1,5 +1,5 @@
 //! Stored keys and rows (`store::keys`, `names`, `delta`, `event_ids`,
-//! `history`) and roaring's portable format, from arbitrary bytes.
+//! `history`, `feed`) and roaring's portable format, from arbitrary bytes.
 //!
 //! The first byte picks what the rest is read as (its value modulo the
 //! number of arms, in the order of `Arm`). A damaged row must be refused
@@ -31,9 +31,10 @@ enum Arm {
     KeyTail,
     EventPack,
     RoundTrips,
+    FeedRows,
 }
 
-const ARMS: [Arm; 10] = [
+const ARMS: [Arm; 11] = [
     Arm::Key,
     Arm::BitmapChunk,
     Arm::BitmapKey,
@@ -44,6 +45,7 @@ const ARMS: [Arm; 10] = [
     Arm::KeyTail,
     Arm::EventPack,
     Arm::RoundTrips,
+    Arm::FeedRows,
 ];
 
 /// Bitmaps past this many ids are not walked one id at a time.
@@ -63,12 +65,27 @@ fuzz_target!(|data: &[u8]| {
         Arm::Roaring => check_roaring(bytes),
         Arm::KeyTail => check_key_tails(bytes),
         Arm::EventPack => check_event_pack(bytes),
+        Arm::FeedRows => check_feed_rows(bytes),
         Arm::RoundTrips => {
             // Running out of input is not a failure, only a shorter case.
             let _ = check_round_trips(&mut Unstructured::new(bytes));
         }
     }
 });
+
+/// A change-feed entry (JSON) and a members checkpoint row: refused or,
+/// once decoded, encoded and decoded again to the same value.
+fn check_feed_rows(bytes: &[u8]) {
+    use segmentd::store::feed;
+    if let Ok(entry) = feed::decode_entry(bytes) {
+        let again = feed::encode_entry(&entry).unwrap();
+        assert_eq!(feed::decode_entry(&again).unwrap(), entry);
+    }
+    if let Ok(checkpoint) = feed::decode_members("s", bytes) {
+        let again = feed::encode_members(&checkpoint).unwrap();
+        assert_eq!(feed::decode_members("s", &again).unwrap(), checkpoint);
+    }
+}
 
 fn check_key(key: &[u8]) {
     let Ok((tag, tenant, rest)) = keys::split_key(key) else {

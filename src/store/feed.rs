@@ -70,8 +70,13 @@ fn head_key(tenant: &str) -> Vec<u8> {
 
 /// Adds an entry to `batch`.
 pub fn put_entry(batch: &mut Batch, tenant: &str, sequence: u64, entry: &FeedEntry) -> Result<()> {
-    batch.insert(entry_key(tenant, sequence), encode_json(entry)?);
+    batch.insert(entry_key(tenant, sequence), encode_entry(entry)?);
     Ok(())
+}
+
+/// An entry row's value.
+pub fn encode_entry(entry: &FeedEntry) -> Result<Vec<u8>> {
+    encode_json(entry)
 }
 
 /// Adds the head sequence to `batch`.
@@ -81,14 +86,20 @@ pub fn put_head(batch: &mut Batch, tenant: &str, head: u64) {
 
 /// Adds a members checkpoint to `batch`.
 pub fn put_members(batch: &mut Batch, tenant: &str, checkpoint: &MembersCheckpoint) -> Result<()> {
+    let value = encode_members(checkpoint)?;
+    batch.insert(members_key(tenant, &checkpoint.segment_id), value);
+    Ok(())
+}
+
+/// A members checkpoint row's value: the sequence (u64), then the members.
+pub fn encode_members(checkpoint: &MembersCheckpoint) -> Result<Vec<u8>> {
     let mut value = Vec::with_capacity(8 + checkpoint.members.serialized_size());
     value.extend_from_slice(&checkpoint.sequence.to_be_bytes());
     checkpoint
         .members
         .serialize_into(&mut value)
         .map_err(|error| Error::Internal(format!("cannot encode feed members: {error}")))?;
-    batch.insert(members_key(tenant, &checkpoint.segment_id), value);
-    Ok(())
+    Ok(value)
 }
 
 /// Decodes a members checkpoint row's value.
@@ -235,6 +246,7 @@ mod tests {
         };
         let mut value = 42u64.to_be_bytes().to_vec();
         members.serialize_into(&mut value).unwrap();
+        assert_eq!(encode_members(&checkpoint).unwrap(), value);
         assert_eq!(decode_members("s", &value).unwrap(), checkpoint);
         assert!(decode_members("s", &value[..5]).is_err());
         assert!(decode_members("s", &value[..value.len() - 1]).is_err());
