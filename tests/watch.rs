@@ -406,3 +406,52 @@ async fn sequences_outside_the_feed_and_bad_requests_are_refused() {
     assert_eq!(status, Code::NotFound);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segmentd_watch_prints_a_line_per_change() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut client = server.client().await;
+    upsert(&mut client, vec![customer("a", true, &[])]).await;
+    create_segment(&mut client, "opted", "opted_in").await;
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_segmentd"))
+        .args([
+            "watch",
+            "--server",
+            &server.addr.to_string(),
+            "--tenant",
+            TENANT,
+        ])
+        .args(["--segment", "opted"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if sender.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let line = || {
+        lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line within 20 s")
+    };
+    // The members first, at the head: the segment's creation was change 1.
+    assert_eq!(line(), "1 opted initial +a");
+    upsert(
+        &mut client,
+        vec![customer("b", true, &[]), customer("a", false, &[])],
+    )
+    .await;
+    assert_eq!(line(), "2 opted write +b -a");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server.stop().await;
+}
