@@ -284,6 +284,21 @@ pub struct TenantFeed {
     published: watch::Sender<u64>,
     /// When entries were last pruned.
     last_prune: Seconds,
+    /// What the feed found in storage at start.
+    start: Start,
+}
+
+/// What a tenant's feed found in storage at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Nothing: no change was ever shown (a new tenant, or data from before
+    /// the feed). The members are taken as they are, with no changes.
+    Fresh,
+    /// Every segment's members stored at the head, as a clean stop leaves
+    /// them: nothing to recover.
+    Clean,
+    /// Otherwise: the members are evaluated and the difference told.
+    Unclean,
 }
 
 impl TenantFeed {
@@ -297,6 +312,7 @@ impl TenantFeed {
             since_checkpoint: HashMap::new(),
             published: watch::Sender::new(0),
             last_prune: Seconds::MIN,
+            start: Start::Fresh,
         }
     }
 
@@ -322,6 +338,17 @@ impl TenantFeed {
             checkpoints.insert(segment_id.clone(), sequence);
             feed.members.insert(segment_id, members);
         }
+        feed.start = if head == 0 && checkpoints.is_empty() {
+            Start::Fresh
+        } else if index
+            .segments
+            .keys()
+            .all(|segment_id| checkpoints.get(segment_id) == Some(&head))
+        {
+            Start::Clean
+        } else {
+            Start::Unclean
+        };
         let mut after = checkpoints.values().copied().min().unwrap_or(0);
         if checkpoints.len() < index.segments.len() {
             // A segment with no checkpoint replays from its first entry.
@@ -625,11 +652,14 @@ impl Engine {
     /// Stores every segment's members as of the head (not flushed).
     fn feed_store_members(&self, index: &TenantIndex, feed: &mut TenantFeed) -> Result<u64> {
         let mut batch = Batch::default();
-        for (segment_id, members) in &feed.members {
+        let empty = RoaringBitmap::new();
+        // Every segment, those with no members too: a start that finds
+        // every segment stored at the head knows the feed missed nothing.
+        for segment_id in index.segments.keys() {
             let row = MembersCheckpoint {
                 segment_id: segment_id.clone(),
                 sequence: feed.head,
-                members: members.clone(),
+                members: feed.members.get(segment_id).unwrap_or(&empty).clone(),
             };
             stored::put_members(&mut batch, &index.tenant, &row)?;
         }
@@ -650,15 +680,38 @@ impl Engine {
     }
 
     /// At start: tells, as `Recovery` entries, what the stored feed missed.
-    pub(super) fn feed_recover(&self, now: Seconds) {
+    pub(super) fn feed_recover(&self, now: Seconds) -> Result<()> {
         for tenant in self.stored_tenants() {
             let head = {
                 let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                let start = lock(&tenant.feed).start;
                 let all: BTreeSet<String> = read(&tenant.index).segments.keys().cloned().collect();
-                self.feed_refresh(&tenant, &all, Scope::EVERYONE, ChangeCause::Recovery, now)
+                match start {
+                    Start::Clean => None,
+                    Start::Fresh => {
+                        let index = read(&tenant.index);
+                        let evaluation = Evaluation::new(&index, &self.store, now);
+                        let mut feed = lock(&tenant.feed);
+                        for segment_id in &all {
+                            let members = evaluation.segment(segment_id)?;
+                            feed.members.insert(segment_id.clone(), members);
+                        }
+                        self.feed_store_members(&index, &mut feed)?;
+                        self.store.sync()?;
+                        None
+                    }
+                    Start::Unclean => self.feed_refresh(
+                        &tenant,
+                        &all,
+                        Scope::EVERYONE,
+                        ChangeCause::Recovery,
+                        now,
+                    ),
+                }
             };
             self.feed_publish(&tenant, head);
         }
+        Ok(())
     }
 
     /// Starts following segments of a tenant; every one must exist.

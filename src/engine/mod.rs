@@ -98,7 +98,7 @@ impl Engine {
             tenants: RwLock::new(tenants),
             creating: Mutex::new(()),
         };
-        engine.feed_recover(now);
+        engine.feed_recover(now)?;
         Ok(engine)
     }
 
