@@ -301,3 +301,132 @@ async fn graceful_shutdown_under_load_loses_nothing() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// Follows segment `all` (everyone who ordered) from `after` until the
+/// stream ends, applying every change to `told`; returns the last sequence.
+async fn follow(port: u16, after: Option<u64>, told: Arc<Mutex<(BTreeSet<String>, u64)>>) {
+    use segmentd::proto::{ChangeCause, WatchSegmentChangesRequest};
+    let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+    else {
+        return;
+    };
+    let mut client = SegmentServiceClient::new(channel);
+    let request = WatchSegmentChangesRequest {
+        tenant: TENANT.into(),
+        segment_ids: vec!["all".into()],
+        after_sequence: after,
+    };
+    let mut stream = match client.watch_segment_changes(request).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unavailable => return,
+        // A sequence it showed before a kill must still be there after.
+        Err(status) => panic!("watch after {after:?}: {status}"),
+    };
+    while let Ok(Some(change)) = stream.message().await {
+        let mut told = told.lock().unwrap();
+        let (members, last) = &mut *told;
+        if change.cause != ChangeCause::Initial as i32 {
+            assert!(
+                change.sequence > *last,
+                "sequence {} after {last}",
+                change.sequence
+            );
+        }
+        *last = change.sequence;
+        for id in change.entered_customer_ids {
+            assert!(members.insert(id.clone()), "{id} entered twice");
+        }
+        for id in change.left_customer_ids {
+            assert!(members.remove(&id), "{id} left while out");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_misses_nothing_and_sees_nothing_twice_across_sigkills() {
+    let cycles: usize = std::env::var("SEGMENTD_KILL_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let told = Arc::new(Mutex::new((BTreeSet::new(), 0u64)));
+    let mut seed: u64 = 0x5eed_f00d;
+    let mut delay = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        Duration::from_millis(50 + seed % 350)
+    };
+
+    // The tenant and its segment, before any kill.
+    let port = free_port();
+    let mut server = start(dir.path(), port);
+    let mut client = connect(port).await;
+    let request = RecordEventsRequest {
+        tenant: TENANT.into(),
+        events: batch_events("first"),
+    };
+    client.record_events(request).await.unwrap();
+    ledger.lock().unwrap().acknowledged.insert("first".into());
+    let request = segmentd::proto::CreateSegmentRequest {
+        tenant: TENANT.into(),
+        segment_id: "all".into(),
+        segment: Some(segmentd::proto::Segment {
+            rule_text: "ordered".into(),
+            ..Default::default()
+        }),
+    };
+    client.create_segment(request).await.unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut after = None;
+    for cycle in 0..cycles {
+        let port = free_port();
+        let mut server = start(dir.path(), port);
+        connect(port).await;
+        let watcher = tokio::spawn(follow(port, after, told.clone()));
+        let writers: Vec<_> = (0..CLIENTS)
+            .map(|n| tokio::spawn(writer(port, cycle, n, ledger.clone())))
+            .collect();
+        tokio::time::sleep(delay()).await;
+        server.kill().unwrap();
+        server.wait().unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        watcher.await.unwrap();
+        after = Some(told.lock().unwrap().1);
+    }
+
+    // A last start: the watcher catches up, and what it was told is
+    // exactly the segment's members, every acknowledged batch among them.
+    let port = free_port();
+    let mut server = start(dir.path(), port);
+    let mut client = connect(port).await;
+    let watcher = tokio::spawn(follow(port, after, told.clone()));
+    let members: BTreeSet<String> = customers(&mut client, "segment = \"all\"")
+        .await
+        .into_iter()
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while told.lock().unwrap().0 != members && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (told_members, _) = told.lock().unwrap().clone();
+    assert_eq!(told_members.len(), members.len());
+    assert!(told_members == members, "the feed told other members");
+    for batch in &ledger.lock().unwrap().acknowledged {
+        assert!(
+            members.contains(&format!("{batch}/0")),
+            "acknowledged batch {batch} is not in the segment"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    watcher.await.unwrap();
+}
