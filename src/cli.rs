@@ -281,6 +281,17 @@ pub struct ServeArgs {
           default_value_t = crate::server::DEFAULT_WATCH_RETENTION.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
     pub watch_retention_seconds: u64,
+    /// Do not serve the segment editor page at `/`.
+    #[arg(long, env = "SEGMENTD_NO_EDITOR")]
+    pub no_editor: bool,
+    /// An origin (`https://dashboard.example.com`) whose pages may call the
+    /// service over gRPC-Web; repeat for more, or separate with commas.
+    #[arg(
+        long = "cors-origin",
+        env = "SEGMENTD_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// How logs are written to standard error.
     #[arg(long, env = "SEGMENTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -23,5 +23,6 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod time;
+pub mod web;
 
 pub use error::Error;

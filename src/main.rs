@@ -130,6 +130,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_calls_per_tenant: args.max_calls_per_tenant as usize,
         watch_tick: std::time::Duration::from_secs_f64(args.watch_tick_seconds),
         watch_retention: std::time::Duration::from_secs(args.watch_retention_seconds),
+        editor: !args.no_editor,
+        cors_origins: args.cors_origins,
     };
     segmentd::server::serve_configured(listener, &args.data, options, shutdown)
         .await

@@ -55,6 +55,10 @@ pub struct ServeOptions {
     pub watch_tick: Duration,
     /// How long the change feed keeps its entries.
     pub watch_retention: Duration,
+    /// Serve the segment editor page at `/`.
+    pub editor: bool,
+    /// Origins whose pages may call the service over gRPC-Web (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 /// How often the change feed moves relative windows unless told otherwise.
@@ -74,6 +78,8 @@ impl Default for ServeOptions {
             max_calls_per_tenant: DEFAULT_MAX_CALLS_PER_TENANT,
             watch_tick: DEFAULT_WATCH_TICK,
             watch_retention: DEFAULT_WATCH_RETENTION,
+            editor: true,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -144,6 +150,8 @@ pub async fn serve_configured(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| Error::invalid("--tls-cert", format!("cannot use it: {e}")))?;
     }
+
+    let cors = cors_layer(&options.cors_origins)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -292,13 +300,21 @@ pub async fn serve_configured(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    builder
-        .layer(gate)
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(segments)
-        .add_service(admin)
+        .add_service(admin);
+    // The page's files are served first; gRPC-Web calls are translated
+    // before the gate, so keys, limits and metrics apply to them as to any
+    // call; CORS answers browsers of other origins before that.
+    builder
+        .accept_http1(true)
+        .layer(crate::web::PageLayer::new(options.editor))
+        .layer(tower::util::option_layer(cors))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(gate)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Internal(format!("server: {e}")))?;
@@ -332,6 +348,39 @@ pub async fn serve_configured(
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Lets pages of `origins` call the service from a browser: gRPC-Web's
+/// headers allowed in, the gRPC status headers shown to the page. `None`
+/// without origins: only the service's own page (same origin) may.
+fn cors_layer(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>> {
+    use http::{HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|origin| {
+            HeaderValue::from_str(origin.trim_end_matches('/'))
+                .map_err(|_| Error::invalid("--cors-origin", format!("not an origin: `{origin}`")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let allowed = [
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "authorization",
+        "grpc-timeout",
+    ];
+    let exposed = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers(allowed.map(HeaderName::from_static))
+            .expose_headers(exposed.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(3600)),
+    ))
 }
 
 /// A reflection builder that describes every service served: ours, health,
