@@ -249,4 +249,37 @@ mod tests {
         assert!(inner.bytes <= MAX_BYTES);
         assert_eq!(inner.entries.len(), MAX_BYTES / per);
     }
+
+    /// `lifetime_spend != 5` keeps customers with no value, so a customer
+    /// created after the clause was cached is in it (a cached result read
+    /// only the lifetime-spend bitmaps, and missed new customers).
+    #[test]
+    fn a_cached_not_equal_sees_customers_created_after_it() {
+        use crate::engine::Engine;
+        use crate::engine::types::{Audience, CustomerUpdate};
+
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let customer = |id: String, spend: Option<u64>| CustomerUpdate {
+            customer_id: id,
+            lifetime_spend_cents: spend,
+            ..Default::default()
+        };
+        // 3,000 customers (over the few-candidates threshold), every third
+        // with a lifetime spend of 5.00.
+        let first: Vec<_> = (0..3_000)
+            .map(|n| customer(format!("c{n}"), (n % 3 == 0).then_some(500)))
+            .collect();
+        engine.upsert_customers("t", first, 1_800_000_000).unwrap();
+        let rule = crate::rule::parse("lifetime_spend != 5").unwrap();
+        let audience = Audience::Rule(rule);
+        let count = || engine.count("t", &audience, 1_800_000_000).unwrap();
+        // Asked twice: the second time it is computed for everyone and kept.
+        assert_eq!(count(), 2_000);
+        assert_eq!(count(), 2_000);
+
+        let later = vec![customer("new-1".into(), None), customer("new-2".into(), Some(500))];
+        engine.upsert_customers("t", later, 1_800_000_100).unwrap();
+        assert_eq!(count(), 2_001);
+    }
 }

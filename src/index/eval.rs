@@ -450,12 +450,15 @@ impl Evaluation<'_> {
                     test: *test,
                 };
                 let attr = number_attr(*field);
-                // Spent and order counts are 0 for customers without orders.
-                let reads = match field {
-                    NumberField::Spent | NumberField::OrderCount => {
-                        vec![Family::Number(attr), Family::Live]
-                    }
-                    _ => vec![Family::Number(attr)],
+                // Spent and order counts are 0 for customers without orders,
+                // and `!=` keeps the customers with no value: both read
+                // who is live.
+                let reads_live = matches!(field, NumberField::Spent | NumberField::OrderCount)
+                    || matches!(test, NumberTest::Compare(Comparison::Ne, _));
+                let reads = if reads_live {
+                    vec![Family::Number(attr), Family::Live]
+                } else {
+                    vec![Family::Number(attr)]
                 };
                 Some((key, reads))
             }
