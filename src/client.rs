@@ -206,8 +206,12 @@ pub async fn watch(args: crate::cli::WatchArgs) -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
-            .map_err(|e| e.to_string())?;
-        last = Some(change.sequence);
+            .map_err(|error| error.to_string())?;
+        // Members sent at the start count as processed only once complete.
+        let initial = change.cause == crate::proto::ChangeCause::Initial as i32;
+        if !initial || change.initial_complete {
+            last = Some(change.sequence);
+        }
     }
 }
 

@@ -237,7 +237,9 @@ pub async fn serve_configured(
     let ticking = {
         let engine = engine.clone();
         let mut stopped = stopped_rx.clone();
-        let (tick, retention) = (options.watch_tick, options.watch_retention);
+        // A zero period would make tokio's interval panic.
+        let tick = options.watch_tick.max(Duration::from_millis(10));
+        let retention = options.watch_retention;
         let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);

@@ -29,7 +29,7 @@ const CASES: u32 = 150;
 
 /// The rules segments take, by number. Only `s1` and `s2` take rule 7,
 /// which refers to `s0`.
-const RULES: [&str; 9] = [
+const RULES: [&str; 10] = [
     "opted_in",
     "tag = \"vip\"",
     "ordered WITHIN 2h",
@@ -39,6 +39,7 @@ const RULES: [&str; 9] = [
     "order_count >= 2 OR messaged SINCE 2026-03-11",
     "segment = \"s0\" AND NOT tag = \"vip\"",
     "tag IS NOT SET AND NOT ordered",
+    "lifetime_spend != 5",
 ];
 
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ enum Op {
         customer: usize,
         opted_in: Option<bool>,
         tags: Option<Vec<&'static str>>,
+        /// Lifetime spend in cents.
+        spend: Option<u64>,
     },
     Order {
         customer: usize,
@@ -78,9 +81,13 @@ fn op() -> impl Strategy<Value = Op> {
     let offset = prop_oneof![-3 * DAY..HOUR, -3 * HOUR..0i64];
     let tags = proptest::option::of(proptest::sample::subsequence(vec!["vip", "gift"], 0..=2));
     prop_oneof![
-        4 => (customer.clone(), proptest::option::of(any::<bool>()), tags).prop_map(
-            |(customer, opted_in, tags)| Op::Upsert { customer, opted_in, tags }
-        ),
+        4 => (
+            customer.clone(),
+            proptest::option::of(any::<bool>()),
+            tags,
+            proptest::option::of(prop_oneof![Just(500u64), Just(1_000u64)]),
+        )
+            .prop_map(|(customer, opted_in, tags, spend)| Op::Upsert { customer, opted_in, tags, spend }),
         4 => (customer.clone(), offset.clone())
             .prop_map(|(customer, offset)| Op::Order { customer, offset }),
         2 => (customer.clone(), offset).prop_map(|(customer, offset)| Op::Message { customer, offset }),
@@ -100,6 +107,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone, Default)]
 struct Person {
     opted_in: bool,
+    spend: Option<u64>,
     tags: BTreeSet<&'static str>,
     orders: Vec<i64>,
     messages: Vec<i64>,
@@ -146,6 +154,8 @@ impl Model {
             }
             7 => self.member("s0", customer, now) && !person.tags.contains("vip"),
             8 => person.tags.is_empty() && person.orders.is_empty(),
+            // `!=` keeps the customers with no value.
+            9 => person.spend != Some(500),
             _ => unreachable!(),
         }
     }
@@ -184,7 +194,7 @@ struct Consumer {
 impl Consumer {
     fn start(engine: &Engine, segments: &[&str]) -> Consumer {
         let ids: Vec<String> = segments.iter().map(|s| (*s).to_owned()).collect();
-        let initial = engine.feed_initial(TENANT, &ids).unwrap();
+        let initial = engine.feed_initial(TENANT, &ids, BASE).unwrap();
         Consumer {
             members: initial
                 .segments
@@ -300,10 +310,12 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 customer,
                 opted_in,
                 tags,
+                spend,
             } => {
                 let update = CustomerUpdate {
                     customer_id: name(*customer),
                     opted_in: *opted_in,
+                    lifetime_spend_cents: *spend,
                     tags: tags
                         .as_ref()
                         .map(|tags| tags.iter().map(|t| (*t).to_owned()).collect()),
@@ -316,6 +328,9 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 if let Some(tags) = tags {
                     person.tags = tags.iter().copied().collect();
+                }
+                if spend.is_some() {
+                    person.spend = *spend;
                 }
             }
             Op::Order { customer, offset } | Op::Message { customer, offset } => {
@@ -469,11 +484,13 @@ fn entries_lost_in_a_crash_are_told_again_at_start_as_recovery() {
     let read_through = consumer.after;
     assert_eq!(consumer.members["s0"], BTreeSet::from([name(0), name(1)]));
 
-    // Two more writes: c2 joins, c0 leaves. Then the machine stops before
-    // their feed entries reach the disk: the writes are durable, their
-    // entries and the head that counts them are not.
+    // The feed's members are stored as a clean stop stores them; then two
+    // more writes: c2 joins, c0 is deleted. The machine stops before their
+    // feed entries reach the disk: the writes are durable, their entries
+    // and the head that counts them are not.
+    engine.checkpoint_all(now).unwrap();
     upsert(&engine, 2, true);
-    upsert(&engine, 0, false);
+    engine.delete_customers(TENANT, &[name(0)], now).unwrap();
     engine.flush().unwrap();
     drop(engine);
     {
@@ -496,6 +513,9 @@ fn entries_lost_in_a_crash_are_told_again_at_start_as_recovery() {
     let (sequence, entry) = &read.entries[0];
     assert_eq!(*sequence, read_through + 1);
     assert_eq!(entry.cause, segmentd::store::feed::ChangeCause::Recovery);
+    // The deleted customer is named from its delete's own row.
+    let left: Vec<&str> = entry.left.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(left, vec![name(0).as_str()]);
     consumer.catch_up(&engine).unwrap();
     assert_eq!(consumer.members["s0"], BTreeSet::from([name(1), name(2)]));
 }

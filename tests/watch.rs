@@ -134,9 +134,11 @@ async fn a_watch_starts_with_the_members_and_follows_writes_edits_and_deletes() 
     let mut stream = watch(&mut client, &["vips", "others"], None).await.unwrap();
     let mut vips = Told::default();
     let mut others = Told::default();
-    for _ in 0..2 {
+    for n in 0..2 {
         let first = next(&mut stream).await;
         assert_eq!(first.cause, ChangeCause::Initial as i32);
+        // The second and last INITIAL message says the members are complete.
+        assert_eq!(first.initial_complete, n == 1);
         match first.segment_id.as_str() {
             "vips" => vips.apply(&first),
             "others" => others.apply(&first),
@@ -379,6 +381,14 @@ async fn sequences_outside_the_feed_and_bad_requests_are_refused() {
     let mut told = Told::default();
     told.apply(&next(&mut stream).await);
     assert_eq!(told.members, set(&["a", "b"]));
+
+    // A segment with no members still gets its INITIAL message.
+    create_segment(&mut client, "nobody", "NOT opted_in").await;
+    let mut stream = watch(&mut client, &["nobody"], None).await.unwrap();
+    let first = next(&mut stream).await;
+    assert_eq!(first.segment_id, "nobody");
+    assert!(first.entered_customer_ids.is_empty());
+    assert!(first.initial_complete);
 
     let (status, message) = code(watch(&mut client, &[], None).await);
     assert_eq!(status, Code::InvalidArgument);

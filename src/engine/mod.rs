@@ -43,7 +43,7 @@ pub struct Tenant {
     /// False until the tenant's first write is on disk.
     stored: AtomicBool,
     /// Every saved segment's members as last told, and the feed's numbers.
-    feed: Mutex<feed::TenantFeed>,
+    feed: feed::Feed,
 }
 
 /// Facts about a tenant.
@@ -78,18 +78,19 @@ impl Engine {
     /// change feed tells what it missed as of `now`.
     pub fn open_at(path: &Path, options: StoreOptions, now: Seconds) -> Result<Engine> {
         let store = Store::open_with(path, options)?;
+        let stopped_clean = store.feed_clean_mark()? == Some(store.commit_count());
         let mut tenants = HashMap::new();
         for mut snapshot in store.load()? {
             if !snapshot.meta.contacts_indexed {
                 contacts::backfill(&store, &mut snapshot.meta, &snapshot.tenant)?;
             }
             let index = TenantIndex::from_snapshot(snapshot)?;
-            let feed = feed::TenantFeed::load(&store, &index)?;
+            let feed = feed::Feed::load(&store, &index, stopped_clean)?;
             let tenant = Tenant {
                 writer: Mutex::new(()),
                 index: RwLock::new(index),
                 stored: true.into(),
-                feed: Mutex::new(feed),
+                feed,
             };
             tenants.insert(tenant_name(&tenant), Arc::new(tenant));
         }
@@ -237,6 +238,8 @@ impl Engine {
             Ok(Some(index)) => {
                 *tenant.index.write().unwrap_or_else(PoisonError::into_inner) = index;
                 tenant.stored.store(true, Ordering::Release);
+                // The write may have landed: the feed looks again.
+                self.feed_mark_stale(tenant);
             }
             Ok(None) => self.forget(name),
             Err(error) => tracing::error!(tenant = name, %error, "cannot reload the tenant"),
@@ -377,14 +380,14 @@ impl Engine {
             writer: Mutex::new(()),
             index: RwLock::new(TenantIndex::new(name.to_owned(), meta)?),
             stored: false.into(),
-            feed: Mutex::new(feed::TenantFeed::empty()),
+            feed: feed::Feed::empty(),
         });
         tenants.insert(name.to_owned(), tenant.clone());
         Ok(tenant)
     }
 }
 
-fn tenant_name(tenant: &Tenant) -> String {
+pub(crate) fn tenant_name(tenant: &Tenant) -> String {
     read(&tenant.index).tenant.clone()
 }
 

@@ -61,6 +61,8 @@ pub struct WriteBatch<'a> {
     force_checkpoint: bool,
     /// Kinds of the events recorded, for the clause cache.
     event_kinds: BTreeSet<EventKind>,
+    /// Customers deleted, by dense id, for the change feed.
+    departed: Vec<(u32, String)>,
     pub summary: WriteSummary,
 }
 
@@ -89,6 +91,7 @@ pub struct Committed {
     /// Every customer the batch read or changed: the only ones whose
     /// membership of any segment it can have moved.
     customers: RoaringBitmap,
+    departed: Vec<(u32, String)>,
     pub summary: WriteSummary,
 }
 
@@ -112,6 +115,7 @@ impl<'a> WriteBatch<'a> {
             batch: Batch::default(),
             force_checkpoint: false,
             event_kinds: BTreeSet::new(),
+            departed: Vec::new(),
             summary: WriteSummary::default(),
         }
     }
@@ -278,6 +282,13 @@ impl<'a> WriteBatch<'a> {
         self.summary.deleted += 1;
         self.new_ids.remove(customer_id);
         self.deleted_ids.insert(customer_id.to_owned(), dense);
+        // Kept until the change feed has told the customer left, even
+        // across a crash.
+        self.batch.insert(
+            crate::store::feed::departed_key(&self.index.tenant, dense),
+            customer_id.as_bytes(),
+        );
+        self.departed.push((dense, customer_id.to_owned()));
         // Event-day bitmaps are not derived from the record: clear the id everywhere.
         let holding: Vec<BitmapKey> = self
             .index
@@ -382,6 +393,7 @@ impl<'a> WriteBatch<'a> {
             deleted_ids: self.deleted_ids,
             event_kinds: self.event_kinds,
             customers,
+            departed: self.departed,
             summary: self.summary,
         })
     }
@@ -576,11 +588,7 @@ impl Committed {
             inputs,
             everything: false,
             customers: Some(self.customers.clone()),
-            departed: self
-                .deleted_ids
-                .iter()
-                .map(|(customer_id, &dense)| (dense, customer_id.clone()))
-                .collect(),
+            departed: self.departed.iter().cloned().collect(),
         }
     }
 

@@ -281,7 +281,10 @@ mod tests {
 
         // New customers without a lifetime spend: no lifetime-spend bitmap
         // changes, and both are in the clause.
-        let later = vec![customer("new-1".into(), None), customer("new-2".into(), None)];
+        let later = vec![
+            customer("new-1".into(), None),
+            customer("new-2".into(), None),
+        ];
         engine.upsert_customers("t", later, 1_800_000_100).unwrap();
         assert_eq!(count(), 2_002);
     }

@@ -4,6 +4,7 @@
 //! segments in sequence order, waiting for new ones as they become durable.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -11,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
 
 use super::audiences::DeadlineStream;
-use super::{Segments, convert, log_call, refuse};
+use super::{Segments, convert, log_call, now, refuse};
 use crate::engine::Engine;
 use crate::engine::feed::{MAX_IDS_PER_ENTRY, MAX_WATCHED_SEGMENTS};
 use crate::error::{Error, Result};
@@ -19,16 +20,19 @@ use crate::proto;
 use crate::proto::ChangeCause;
 use crate::store::feed::{ChangeCause as StoredCause, FeedEntry};
 
-/// Messages buffered ahead of a slow reader.
-const BUFFER: usize = 16;
+/// Messages buffered ahead of a slow reader (each at most 10,000 ids).
+const BUFFER: usize = 4;
 /// How long a watch waits for its caller to read a message before it
 /// takes the caller to be gone.
 const STALL: Duration = Duration::from_secs(60);
 
+/// The stream a watch answers with.
 pub type WatchStream =
-    DeadlineStream<ReceiverStream<Result<proto::WatchSegmentChangesResponse, Status>>>;
+    DeadlineStream<Ending<ReceiverStream<Result<proto::WatchSegmentChangesResponse, Status>>>>;
 
 impl Segments {
+    /// `WatchSegmentChanges`: checks the request and where it starts (the
+    /// call's status), then streams from a task of its own.
     pub(super) async fn watch(
         &self,
         request: proto::WatchSegmentChangesRequest,
@@ -58,9 +62,9 @@ impl Segments {
                 let start = match after_sequence {
                     Some(after) => {
                         engine.feed_read(&name, after)?;
-                        Start::After(after)
+                        Beginning::After(after)
                     }
-                    None => Start::Initial(engine.feed_initial(&name, &ids)?),
+                    None => Beginning::Initial(engine.feed_initial(&name, &ids, now())?),
                 };
                 Ok((watch, start))
             })
@@ -68,40 +72,83 @@ impl Segments {
 
         let crate::gate::CallContext { deadline, slot } = crate::gate::current();
         let (sender, receiver) = mpsc::channel(BUFFER);
+        let last_word: LastWord = Arc::default();
         let engine = self.engine.clone();
         let mut stop = self.stop.clone();
+        let said = last_word.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let started = Instant::now();
             let following = follow(&engine, &tenant_name, &segment_ids, start, watch, &sender);
             let outcome = tokio::select! {
                 outcome = following => outcome,
-                Ok(_) = stop.wait_for(|stop| *stop) => Err(Error::Unavailable(
-                    "the server is stopping: watch again with after_sequence set to the last \
-                     sequence you processed".to_owned(),
-                )),
+                Ok(_) = stop.wait_for(|stop| *stop) => Err(Ended::Failed(Error::Unavailable(
+                    "the server is stopping: resume with after_sequence".to_owned(),
+                ))),
             };
-            match outcome {
-                Ok(()) => tracing::debug!(rpc = RPC, tenant = tenant_name, "watch ended"),
-                Err(error) => {
-                    if error.is_internal() {
-                        tracing::error!(rpc = RPC, tenant = tenant_name, %error, "internal error");
-                    }
-                    let status = Status::from(error);
-                    log_call(RPC, &tenant_name, started, Some(&status));
-                    let _ = sender.send(Err(status)).await;
+            let error = match outcome {
+                Ok(()) | Err(Ended::CallerGone) => None,
+                Err(Ended::Stalled) => Some(Error::ResourceExhausted(format!(
+                    "the watch read nothing for {} s: resume with after_sequence",
+                    STALL.as_secs()
+                ))),
+                Err(Ended::Failed(error)) => Some(error),
+            };
+            if let Some(error) = error {
+                if error.is_internal() {
+                    tracing::error!(rpc = RPC, tenant = tenant_name, %error, "internal error");
                 }
+                let status = Status::from(error);
+                log_call(RPC, &tenant_name, started, Some(&status));
+                // Said after the messages already queued, however full the
+                // queue: the sender goes when this task ends.
+                *said.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
             }
         });
-        Ok(Response::new(DeadlineStream::new(
-            ReceiverStream::new(receiver),
-            deadline,
-        )))
+        let stream = Ending {
+            inner: ReceiverStream::new(receiver),
+            last_word,
+        };
+        Ok(Response::new(DeadlineStream::new(stream, deadline)))
     }
 }
 
-/// Where a watch starts.
-enum Start {
+/// The status a watch ends with, if not OK.
+type LastWord = Arc<Mutex<Option<Status>>>;
+
+/// A stream of the queued messages, then the watch's last word.
+pub struct Ending<S> {
+    inner: S,
+    last_word: LastWord,
+}
+
+impl<S> tokio_stream::Stream for Ending<S>
+where
+    S: tokio_stream::Stream<Item = Result<proto::WatchSegmentChangesResponse, Status>> + Unpin,
+{
+    type Item = Result<proto::WatchSegmentChangesResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(None) => {
+                let last = self
+                    .last_word
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                Poll::Ready(last.map(Err))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Where a watch begins.
+enum Beginning {
     After(u64),
     Initial(crate::engine::feed::FeedInitial),
 }
@@ -135,28 +182,38 @@ async fn follow(
     engine: &std::sync::Arc<Engine>,
     tenant: &str,
     segment_ids: &[String],
-    start: Start,
+    start: Beginning,
     mut watch: crate::engine::feed::FeedWatch,
     sender: &mpsc::Sender<Result<proto::WatchSegmentChangesResponse, Status>>,
-) -> Result<()> {
+) -> Result<(), Ended> {
     let followed: HashSet<&str> = segment_ids.iter().map(String::as_str).collect();
     let mut after = match start {
-        Start::After(after) => after,
-        Start::Initial(initial) => {
+        Beginning::After(after) => after,
+        Beginning::Initial(initial) => {
+            // At least one message a segment, the last one marked.
+            let mut messages = Vec::new();
             for (segment_id, members) in initial.segments {
-                for part in members.chunks(MAX_IDS_PER_ENTRY) {
-                    let message = proto::WatchSegmentChangesResponse {
+                let mut parts: Vec<&[String]> = members.chunks(MAX_IDS_PER_ENTRY).collect();
+                if parts.is_empty() {
+                    parts.push(&[]);
+                }
+                for part in parts {
+                    messages.push(proto::WatchSegmentChangesResponse {
                         sequence: initial.sequence,
                         segment_id: segment_id.clone(),
                         entered_customer_ids: part.to_vec(),
                         left_customer_ids: Vec::new(),
                         cause: ChangeCause::Initial as i32,
                         time: Some(timestamp(initial.time)),
-                    };
-                    if !deliver(sender, message).await {
-                        return Ok(());
-                    }
+                        initial_complete: false,
+                    });
                 }
+            }
+            if let Some(last) = messages.last_mut() {
+                last.initial_complete = true;
+            }
+            for message in messages {
+                deliver(sender, message).await?;
             }
             initial.sequence
         }
@@ -173,9 +230,7 @@ async fn follow(
             if !followed.contains(entry.segment_id.as_str()) {
                 continue;
             }
-            if !deliver(sender, message_of(sequence, entry)).await {
-                return Ok(());
-            }
+            deliver(sender, message_of(sequence, entry)).await?;
         }
         after = read.through;
         if *watch.published.borrow() <= after {
@@ -183,23 +238,40 @@ async fn follow(
             tokio::select! {
                 changed = watch.published.wait_for(|&published| published > after) => {
                     if changed.is_err() {
-                        return Err(Error::Internal("the tenant's feed went away".to_owned()));
+                        let gone = Error::Internal("the tenant's feed went away".to_owned());
+                        return Err(gone.into());
                     }
                 }
-                () = sender.closed() => return Ok(()),
+                () = sender.closed() => return Err(Ended::CallerGone),
             }
         }
     }
 }
 
+/// Sends one message; a caller gone ends the watch quietly, one that reads
+/// nothing for `STALL` gets an error.
 async fn deliver(
     sender: &mpsc::Sender<Result<proto::WatchSegmentChangesResponse, Status>>,
     message: proto::WatchSegmentChangesResponse,
-) -> bool {
-    matches!(
-        tokio::time::timeout(STALL, sender.send(Ok(message))).await,
-        Ok(Ok(()))
-    )
+) -> Result<(), Ended> {
+    match tokio::time::timeout(STALL, sender.send(Ok(message))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ended::CallerGone),
+        Err(_) => Err(Ended::Stalled),
+    }
+}
+
+/// Why a watch stopped sending.
+enum Ended {
+    CallerGone,
+    Stalled,
+    Failed(Error),
+}
+
+impl From<Error> for Ended {
+    fn from(error: Error) -> Self {
+        Ended::Failed(error)
+    }
 }
 
 fn message_of(sequence: u64, entry: FeedEntry) -> proto::WatchSegmentChangesResponse {
@@ -223,6 +295,7 @@ fn message_of(sequence: u64, entry: FeedEntry) -> proto::WatchSegmentChangesResp
         left_customer_ids: left.into_iter().map(|(_, id)| id).collect(),
         cause: cause as i32,
         time: Some(timestamp(time)),
+        initial_complete: false,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The stored change feed of a tenant: its entries, the head sequence, and
-//! each followed segment's members as of a sequence.
+//! every saved segment's members as of a sequence.
 //!
 //! Three tables (see `keys`):
 //! - `F` + tenant + sequence: one entry, who entered and who left one
@@ -9,7 +9,14 @@
 //! - `G` + tenant + segment id: the segment's members as of a sequence,
 //!   then the sequence's entries of that segment replay onto them.
 //! - `V` + tenant: the last sequence handed out and stored, so that numbers
-//!   keep growing once old entries are pruned.
+//!   keep growing once old entries are pruned. A tenant without one has
+//!   never shown a watcher anything.
+//! - `Y` + tenant + dense id: a deleted customer's merchant id, written with
+//!   the delete itself, so that a start that must tell the delete again
+//!   (its entries lost in a crash) can still name the customer.
+//! - `\0feed-clean`: the number of commits when a clean stop stored every
+//!   feed's members; a start that finds it equal to the commits held has
+//!   nothing to recover.
 //!
 //! Feed rows are applied without a flush of their own: the next flush makes
 //! them durable, and only then are they shown to watchers.
@@ -68,6 +75,26 @@ fn head_key(tenant: &str) -> Vec<u8> {
     tenant_prefix(keys::TAG_FEED_HEAD, tenant)
 }
 
+/// The row of a deleted customer's merchant id.
+pub fn departed_key(tenant: &str, dense: u32) -> Vec<u8> {
+    let mut key = tenant_prefix(keys::TAG_FEED_DEPARTED, tenant);
+    key.extend_from_slice(&dense.to_be_bytes());
+    key
+}
+
+/// The key of the clean-stop mark.
+const CLEAN_KEY: &[u8] = b"\0feed-clean";
+
+/// Adds the clean-stop mark to `batch`: `commits` commits are held.
+pub fn put_clean_mark(batch: &mut Batch, commits: u64) {
+    batch.insert(CLEAN_KEY.to_vec(), commits.to_be_bytes());
+}
+
+/// Adds the removal of the clean-stop mark to `batch`.
+pub fn remove_clean_mark(batch: &mut Batch) {
+    batch.remove(CLEAN_KEY.to_vec());
+}
+
 /// Adds an entry to `batch`.
 pub fn put_entry(batch: &mut Batch, tenant: &str, sequence: u64, entry: &FeedEntry) -> Result<()> {
     batch.insert(entry_key(tenant, sequence), encode_entry(entry)?);
@@ -109,7 +136,8 @@ pub fn decode_members(segment_id: &str, value: &[u8]) -> Result<MembersCheckpoin
     let (sequence, bitmap) = value
         .split_first_chunk::<8>()
         .ok_or_else(|| corrupt("row too short".to_owned()))?;
-    let members = RoaringBitmap::deserialize_from(bitmap).map_err(|e| corrupt(e.to_string()))?;
+    let members =
+        RoaringBitmap::deserialize_from(bitmap).map_err(|error| corrupt(error.to_string()))?;
     Ok(MembersCheckpoint {
         segment_id: segment_id.to_owned(),
         sequence: u64::from_be_bytes(*sequence),
@@ -137,17 +165,46 @@ impl Store {
         Ok(())
     }
 
-    /// The last sequence stored for a tenant's feed; 0 for none.
-    pub fn feed_head(&self, tenant: &str) -> Result<u64> {
-        match self.db.get(head_key(tenant))? {
-            None => Ok(0),
-            Some(value) => {
-                let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
-                    Error::Corrupt(format!("tenant `{tenant}`: feed head row is not 8 bytes"))
-                })?;
-                Ok(u64::from_be_bytes(bytes))
-            }
+    /// The last sequence stored for a tenant's feed; `None` if it has never
+    /// stored one.
+    pub fn feed_head(&self, tenant: &str) -> Result<Option<u64>> {
+        self.db
+            .get(head_key(tenant))?
+            .map(|value| u64_of(&value, || format!("tenant `{tenant}`: feed head row")))
+            .transpose()
+    }
+
+    /// The commits held when a clean stop stored every feed, if it did.
+    pub fn feed_clean_mark(&self) -> Result<Option<u64>> {
+        self.db
+            .get(CLEAN_KEY)?
+            .map(|value| u64_of(&value, || "the feed's clean-stop mark".to_owned()))
+            .transpose()
+    }
+
+    /// Deleted customers' merchant ids by dense id, as their deletes stored
+    /// them.
+    pub fn feed_departed(&self, tenant: &str) -> Result<Vec<(u32, String)>> {
+        let prefix = tenant_prefix(keys::TAG_FEED_DEPARTED, tenant);
+        let mut found = Vec::new();
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            let corrupt = || Error::Corrupt(format!("tenant `{tenant}`: a departed-customer row"));
+            let dense: [u8; 4] = key[prefix.len()..].try_into().map_err(|_| corrupt())?;
+            let id = String::from_utf8(value.to_vec()).map_err(|_| corrupt())?;
+            found.push((u32::from_be_bytes(dense), id));
         }
+        Ok(found)
+    }
+
+    /// Adds to `batch` the removal of every departed-customer row of a tenant.
+    pub fn remove_departed(&self, batch: &mut Batch, tenant: &str) -> Result<()> {
+        let prefix = tenant_prefix(keys::TAG_FEED_DEPARTED, tenant);
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, _) = row?;
+            batch.remove(key.to_vec());
+        }
+        Ok(())
     }
 
     /// Every members checkpoint of a tenant.
@@ -200,16 +257,31 @@ impl Store {
         }
     }
 
-    /// Removes, durably, the entries of a tenant's feed up to `through`
-    /// whose time is before `before`; returns how many went.
-    pub fn feed_prune(&self, tenant: &str, through: u64, before: i64) -> Result<usize> {
+    /// The last sequence of the oldest entries, up to `through`, whose time
+    /// is before `before`: what a prune would remove. `None` if none is.
+    pub fn feed_prune_point(&self, tenant: &str, through: u64, before: i64) -> Result<Option<u64>> {
         let prefix = tenant_prefix(keys::TAG_FEED_ENTRY, tenant);
-        let mut batch = Batch::default();
-        let mut removed = 0;
+        let mut cut = None;
         for row in self.db.scan_prefix(&prefix) {
             let (key, value) = row?;
             let sequence = sequence_of(tenant, &key[prefix.len()..])?;
             if sequence > through || decode_entry(&value)?.time >= before {
+                break;
+            }
+            cut = Some(sequence);
+        }
+        Ok(cut)
+    }
+
+    /// Removes, durably, the entries of a tenant's feed up to `through`;
+    /// returns how many went.
+    pub fn feed_remove_through(&self, tenant: &str, through: u64) -> Result<usize> {
+        let prefix = tenant_prefix(keys::TAG_FEED_ENTRY, tenant);
+        let mut batch = Batch::default();
+        let mut removed = 0;
+        for row in self.db.scan_prefix(&prefix) {
+            let (key, _) = row?;
+            if sequence_of(tenant, &key[prefix.len()..])? > through {
                 break;
             }
             batch.remove(key.to_vec());
@@ -221,6 +293,13 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+fn u64_of(value: &[u8], what: impl FnOnce() -> String) -> Result<u64> {
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("{} is not 8 bytes", what())))?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 fn sequence_of(tenant: &str, rest: &[u8]) -> Result<u64> {
@@ -297,14 +376,17 @@ mod tests {
         assert_eq!(after(2), vec![3, 300]);
         assert_eq!(after(300), Vec::<u64>::new());
         assert_eq!(after(u64::MAX), Vec::<u64>::new());
-        assert_eq!(store.feed_head("t").unwrap(), 300);
-        assert_eq!(store.feed_head("u").unwrap(), 0);
+        assert_eq!(store.feed_head("t").unwrap(), Some(300));
+        assert_eq!(store.feed_head("u").unwrap(), None);
 
         // Times are 10, 20, 30, 3000: before 25 and through 300 takes two.
-        assert_eq!(store.feed_prune("t", 300, 25).unwrap(), 2);
+        assert_eq!(store.feed_prune_point("t", 300, 25).unwrap(), Some(2));
+        assert_eq!(store.feed_prune_point("t", 300, 5).unwrap(), None);
+        assert_eq!(store.feed_remove_through("t", 2).unwrap(), 2);
         assert_eq!(store.feed_oldest("t").unwrap(), Some(3));
         // Through 3 only, whatever the time.
-        assert_eq!(store.feed_prune("t", 3, i64::MAX).unwrap(), 1);
+        assert_eq!(store.feed_prune_point("t", 3, i64::MAX).unwrap(), Some(3));
+        assert_eq!(store.feed_remove_through("t", 3).unwrap(), 1);
         assert_eq!(after(0), vec![300]);
         assert_eq!(store.feed_entries("u", 0, 10).unwrap().len(), 1);
     }

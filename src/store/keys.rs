@@ -24,6 +24,7 @@
 //! | `F` | feed sequence (u64) | one change-feed entry, JSON (see `feed`) |
 //! | `G` | segment id | feed sequence (u64), then the segment's members then, roaring format |
 //! | `V` | (none) | the last feed sequence handed out (u64) |
+//! | `Y` | dense id (u32) | a deleted customer's id, until the feed's members are stored without it |
 //!
 //! Bitmaps are stored a chunk (the ids sharing their high 16 bits) per key;
 //! a write stores only its changes as a `D` row, and a checkpoint now and
@@ -61,6 +62,7 @@ pub const TAG_API_KEY: u8 = b'A';
 pub const TAG_FEED_ENTRY: u8 = b'F';
 pub const TAG_FEED_MEMBERS: u8 = b'G';
 pub const TAG_FEED_HEAD: u8 = b'V';
+pub const TAG_FEED_DEPARTED: u8 = b'Y';
 
 /// The prefix of one tenant's rows of one table.
 pub fn tenant_prefix(tag: u8, tenant: &str) -> Vec<u8> {

@@ -251,6 +251,11 @@ impl Store {
         Ok(())
     }
 
+    /// How many commits the database holds.
+    pub fn commit_count(&self) -> u64 {
+        *self.commits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Hands over the event ids of batch `sequence`, just committed with
     /// their `I` row (`keys::event_ids_key`), to be indexed.
     pub fn events_committed(&self, tenant: &str, sequence: u64, ids: Vec<String>) {
