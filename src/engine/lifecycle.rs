@@ -34,7 +34,7 @@ impl Engine {
         now_micros: i64,
     ) -> Result<SegmentRecord> {
         let tenant = self.tenant(tenant)?;
-        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let (record, rule) = {
             let index = read(&tenant.index);
             let current = existing(&index, segment_id)?;
@@ -91,7 +91,7 @@ impl Engine {
             (record, rule)
         };
         let head = self.save_segment(&tenant, record.clone(), rule)?;
-        drop(_writer);
+        drop(writer);
         self.feed_publish(&tenant, head);
         Ok(record)
     }
@@ -125,7 +125,7 @@ impl Engine {
         now_micros: i64,
     ) -> Result<SegmentRecord> {
         let tenant = self.tenant(tenant)?;
-        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let (record, rule) = {
             let index = read(&tenant.index);
             let current = existing(&index, segment_id)?;
@@ -150,7 +150,7 @@ impl Engine {
             (record, current.rule.clone())
         };
         let head = self.save_segment(&tenant, record.clone(), rule)?;
-        drop(_writer);
+        drop(writer);
         self.feed_publish(&tenant, head);
         Ok(record)
     }

@@ -191,7 +191,7 @@ impl Engine {
     ) -> Result<WriteSummary> {
         let tenant = self.tenant_or_create(name, now)?;
         // The writer lock guards no data: a panic that poisoned it left nothing half done.
-        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let new_tenant = !tenant.stored.load(Ordering::Acquire);
         let committed = {
             let index = read(&tenant.index);
@@ -213,7 +213,7 @@ impl Engine {
         drop(index);
         tenant.stored.store(true, Ordering::Release);
         let head = self.feed_after_write(&tenant, &touched, now);
-        drop(_writer);
+        drop(writer);
         self.feed_publish(&tenant, head);
         Ok(summary)
     }

@@ -30,7 +30,7 @@ impl Engine {
         now_micros: i64,
     ) -> Result<SegmentRecord> {
         let tenant = self.tenant(tenant)?;
-        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let record = {
             let index = read(&tenant.index);
             if index.segments.contains_key(segment_id) {
@@ -67,7 +67,7 @@ impl Engine {
             }
         };
         let head = self.save_segment(&tenant, record.clone(), input.rule)?;
-        drop(_writer);
+        drop(writer);
         self.feed_publish(&tenant, head);
         Ok(record)
     }

@@ -66,7 +66,7 @@ impl Engine {
     /// be, and re-buckets its events into the new zone's local days.
     pub fn set_time_zone(&self, name: &str, time_zone: Tz, now: Seconds) -> Result<TenantInfo> {
         let tenant = self.tenant_or_create(name, now)?;
-        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let new_tenant = !tenant.stored.load(Ordering::Acquire);
         let rebuilt = {
             let index = read(&tenant.index);
@@ -127,7 +127,7 @@ impl Engine {
                 ..Default::default()
             };
             let head = self.feed_after_write(&tenant, &everything, now);
-            drop(_writer);
+            drop(writer);
             self.feed_publish(&tenant, head);
             tracing::info!(
                 tenant = name,
