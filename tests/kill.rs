@@ -91,16 +91,21 @@ fn batch_events(batch: &str) -> Vec<Event> {
         .collect()
 }
 
-/// Sends batches until the server dies; records each in the ledger.
-async fn writer(port: u16, cycle: usize, client_no: usize, ledger: Arc<Mutex<Ledger>>) {
-    let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+/// A client of the server on `port`, if it is still up.
+async fn client_of(port: u16) -> Option<SegmentServiceClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
         .await
-    else {
+        .ok()?;
+    Some(SegmentServiceClient::new(channel))
+}
+
+/// Sends batches until the server dies; records each in the ledger.
+async fn writer(port: u16, cycle: usize, client_no: usize, ledger: Arc<Mutex<Ledger>>) {
+    let Some(mut client) = client_of(port).await else {
         return;
     };
-    let mut client = SegmentServiceClient::new(channel);
     for n in 0.. {
         let batch = format!("c{cycle}-w{client_no}-b{n}");
         let request = RecordEventsRequest {
@@ -303,17 +308,12 @@ async fn graceful_shutdown_under_load_loses_nothing() {
 }
 
 /// Follows segment `all` (everyone who ordered) from `after` until the
-/// stream ends, applying every change to `told`; returns the last sequence.
+/// stream ends, applying every change to `told` (members, last sequence).
 async fn follow(port: u16, after: Option<u64>, told: Arc<Mutex<(BTreeSet<String>, u64)>>) {
     use segmentd::proto::{ChangeCause, WatchSegmentChangesRequest};
-    let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-    else {
+    let Some(mut client) = client_of(port).await else {
         return;
     };
-    let mut client = SegmentServiceClient::new(channel);
     let request = WatchSegmentChangesRequest {
         tenant: TENANT.into(),
         segment_ids: vec!["all".into()],

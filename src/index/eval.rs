@@ -112,17 +112,7 @@ impl Evaluation<'_> {
         candidates: &RoaringBitmap,
     ) -> Result<RoaringBitmap> {
         let candidates = candidates & self.index.live();
-        let segment = self
-            .index
-            .segments
-            .get(segment_id)
-            .ok_or_else(|| Error::NotFound(format!("segment `{segment_id}` not found")))?;
-        let mut members = match &segment.rule {
-            Some(rule) => self.node(rule, 1, &candidates)?,
-            None => RoaringBitmap::new(),
-        };
-        members |= self.customers(&segment.record.included_customer_ids);
-        members -= self.customers(&segment.record.excluded_customer_ids);
+        let mut members = self.defined_members(self.saved(segment_id)?, 1, &candidates)?;
         members &= &candidates;
         Ok(members)
     }
@@ -193,20 +183,35 @@ impl Evaluation<'_> {
                 "segment references nest deeper than {MAX_SEGMENT_DEPTH} levels at `{segment_id}`"
             )));
         }
-        let segment = self
-            .index
+        let segment = self.saved(segment_id)?;
+        let members = self.defined_members(segment, depth + 1, self.index.live())?;
+        self.segments_seen
+            .borrow_mut()
+            .insert(segment_id.to_owned(), members.clone());
+        Ok(members)
+    }
+
+    fn saved(&self, segment_id: &str) -> Result<&crate::index::SavedSegment> {
+        self.index
             .segments
             .get(segment_id)
-            .ok_or_else(|| Error::NotFound(format!("segment `{segment_id}` not found")))?;
+            .ok_or_else(|| Error::NotFound(format!("segment `{segment_id}` not found")))
+    }
+
+    /// `(rule ∪ included) − excluded` of a segment, the rule evaluated on
+    /// `candidates`.
+    fn defined_members(
+        &self,
+        segment: &crate::index::SavedSegment,
+        depth: usize,
+        candidates: &RoaringBitmap,
+    ) -> Result<RoaringBitmap> {
         let mut members = match &segment.rule {
-            Some(rule) => self.node(rule, depth + 1, self.index.live())?,
+            Some(rule) => self.node(rule, depth, candidates)?,
             None => RoaringBitmap::new(),
         };
         members |= self.customers(&segment.record.included_customer_ids);
         members -= self.customers(&segment.record.excluded_customer_ids);
-        self.segments_seen
-            .borrow_mut()
-            .insert(segment_id.to_owned(), members.clone());
         Ok(members)
     }
 
