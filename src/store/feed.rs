@@ -197,16 +197,6 @@ impl Store {
         Ok(found)
     }
 
-    /// Adds to `batch` the removal of every departed-customer row of a tenant.
-    pub fn remove_departed(&self, batch: &mut Batch, tenant: &str) -> Result<()> {
-        let prefix = tenant_prefix(keys::TAG_FEED_DEPARTED, tenant);
-        for row in self.db.scan_prefix(&prefix) {
-            let (key, _) = row?;
-            batch.remove(key.to_vec());
-        }
-        Ok(())
-    }
-
     /// Every members checkpoint of a tenant.
     pub fn feed_members(&self, tenant: &str) -> Result<Vec<MembersCheckpoint>> {
         let prefix = tenant_prefix(keys::TAG_FEED_MEMBERS, tenant);

@@ -154,6 +154,8 @@ impl Feed {
         // Replay: from the oldest checkpoint, or from the first entry kept
         // when a segment has none.
         let mut since_checkpoint: HashMap<String, u64> = HashMap::new();
+        // Instants never go back, across restarts too.
+        let mut last_instant = Seconds::MIN;
         let mut after = checkpoints.values().copied().min().unwrap_or(0);
         if checkpoints.len() < index.segments.len() {
             after = floor;
@@ -177,8 +179,16 @@ impl Feed {
                 }
                 *since_checkpoint.entry(entry.segment_id).or_default() +=
                     (entry.entered.len() + entry.left.len()) as u64;
+                last_instant = last_instant.max(entry.time);
             }
             after = last;
+        }
+
+        if let Some((_, newest)) = store
+            .feed_entries(tenant, head.saturating_sub(1), 1)?
+            .first()
+        {
+            last_instant = last_instant.max(newest.time);
         }
 
         let feed = Feed::with_state(FeedState {
@@ -188,7 +198,7 @@ impl Feed {
             head_stored: stored_head.is_some(),
             since_checkpoint,
             stale: BTreeSet::new(),
-            last_instant: Seconds::MIN,
+            last_instant,
             last_prune: Seconds::MIN,
             start,
         });

@@ -42,9 +42,27 @@ impl Engine {
     pub fn feed_watch(&self, tenant: &str, segment_ids: &[String]) -> Result<FeedWatch> {
         let tenant = self.tenant(tenant)?;
         check_segments(&read(&tenant.index).segments, segment_ids)?;
+        self.feed_store_head(&tenant)?;
         Ok(FeedWatch {
             published: tenant.feed.published.subscribe(),
         })
+    }
+
+    /// Stores the head, durably, if it never was: from then on a start
+    /// knows that a watcher may have seen the feed, and recovers what it
+    /// missed rather than taking the members silently.
+    fn feed_store_head(&self, tenant: &Tenant) -> Result<()> {
+        let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = tenant.feed.lock();
+        if state.head_stored {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        stored::put_head(&mut batch, &tenant_name(tenant), state.head);
+        self.store.apply_unflushed(batch)?;
+        self.store.sync()?;
+        state.head_stored = true;
+        Ok(())
     }
 
     /// The current members of segments and the sequence they are at, made
@@ -60,14 +78,7 @@ impl Engine {
             let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let index = read(&tenant.index);
             check_segments(&index.segments, segment_ids)?;
-            let mut state = tenant.feed.lock();
-            if !state.head_stored {
-                // From now on a start knows a change may have been shown.
-                let mut batch = Batch::default();
-                stored::put_head(&mut batch, &index.tenant, state.head);
-                self.store.apply_unflushed(batch)?;
-                state.head_stored = true;
-            }
+            let state = tenant.feed.lock();
             let empty = RoaringBitmap::new();
             let segments = segment_ids
                 .iter()
@@ -114,9 +125,15 @@ impl Engine {
             .store
             .feed_entries(&tenant_name(&tenant), after, READ_BATCH)?;
         entries.retain(|(sequence, _)| *sequence <= published);
-        // Sequences have no gaps: a missing first one was pruned meanwhile.
+        // Sequences have no gaps: one missing was pruned during the scan
+        // (the floor rises before entries go, so a second look sees it).
+        let consecutive = entries
+            .iter()
+            .enumerate()
+            .all(|(n, (sequence, _))| *sequence == after + 1 + n as u64);
         let first = entries.first().map(|(sequence, _)| *sequence);
-        if after < published && first != Some(after + 1) {
+        let gap = !consecutive || (after < published && first != Some(after + 1));
+        if gap || after < tenant.feed.floor() {
             return Err(pruned());
         }
         let through = if entries.len() == READ_BATCH {

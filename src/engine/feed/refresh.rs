@@ -233,7 +233,22 @@ impl Engine {
                         std::mem::take(&mut state.stale),
                     )
                 };
-                let everyone = Scope::EVERYONE;
+                // Over everyone, naming customers deleted since the members
+                // were last stored (a failed refresh may still hold them).
+                let touched = match self.store.feed_departed(&tenant_name(&tenant)) {
+                    Ok(departed) => Touched {
+                        everything: true,
+                        departed: departed.into_iter().collect(),
+                        ..Touched::default()
+                    },
+                    Err(error) => {
+                        tracing::error!(tenant = tenant_name(&tenant), %error, "departed rows");
+                        Touched::default()
+                    }
+                };
+                let everyone = Scope {
+                    touched: Some(&touched),
+                };
                 let timed = self.feed_refresh(&tenant, &timed, everyone, ChangeCause::Time, now);
                 let stale =
                     self.feed_refresh(&tenant, &stale, everyone, ChangeCause::Recovery, now);
@@ -287,7 +302,16 @@ impl Engine {
             };
             stored::put_members(&mut batch, &index.tenant, &row)?;
         }
-        self.store.remove_departed(&mut batch, &index.tenant)?;
+        // A deleted customer no kept members hold needs no name any more.
+        for (dense, _) in self.store.feed_departed(&index.tenant)? {
+            if !state
+                .members
+                .values()
+                .any(|members| members.contains(dense))
+            {
+                batch.remove(stored::departed_key(&index.tenant, dense));
+            }
+        }
         stored::put_head(&mut batch, &index.tenant, state.head);
         self.store.apply_unflushed(batch)?;
         state.head_stored = true;
@@ -299,9 +323,16 @@ impl Engine {
     /// the next start evaluates nothing; a clean shutdown calls it last
     /// before its flush. A feed that missed a change is not marked.
     pub fn feed_checkpoint_all(&self) -> Result<()> {
+        // Every writer held until the mark is down: a write still running
+        // past its caller's deadline cannot slip in between.
+        let mut tenants = self.stored_tenants();
+        tenants.sort_by_key(|tenant| tenant_name(tenant));
+        let writers: Vec<_> = tenants
+            .iter()
+            .map(|tenant| tenant.writer.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
         let mut clean = true;
-        for tenant in self.stored_tenants() {
-            let _writer = tenant.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        for tenant in &tenants {
             let index = read(&tenant.index);
             let mut state = tenant.feed.lock();
             clean &= state.stale.is_empty();
@@ -312,6 +343,7 @@ impl Engine {
             stored::put_clean_mark(&mut batch, self.store.commit_count());
             self.store.apply_unflushed(batch)?;
         }
+        drop(writers);
         Ok(())
     }
 
@@ -331,10 +363,20 @@ impl Engine {
                         let evaluation = Evaluation::new(&index, &self.store, now);
                         let mut state = tenant.feed.lock();
                         for segment_id in &all {
-                            let members = evaluation.segment(segment_id)?;
-                            state.members.insert(segment_id.clone(), members);
+                            match evaluation.segment(segment_id) {
+                                Ok(members) => {
+                                    state.members.insert(segment_id.clone(), members);
+                                }
+                                // Evaluated over everyone at the first tick.
+                                Err(error) => {
+                                    tracing::error!(tenant = index.tenant, %error, "feed start");
+                                    state.stale.insert(segment_id.clone());
+                                }
+                            }
                         }
-                        self.feed_store_members(&index, &mut state)?;
+                        if state.stale.is_empty() {
+                            self.feed_store_members(&index, &mut state)?;
+                        }
                         None
                     }
                     Start::Unclean => {
