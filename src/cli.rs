@@ -281,8 +281,10 @@ pub struct ServeArgs {
           default_value_t = crate::server::DEFAULT_WATCH_RETENTION.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
     pub watch_retention_seconds: u64,
-    /// Do not serve the segment editor page at `/`.
-    #[arg(long, env = "SEGMENTD_NO_EDITOR")]
+    /// Do not serve the segment editor page at `/` (the environment twin
+    /// takes true/false, yes/no, on/off or 1/0).
+    #[arg(long, env = "SEGMENTD_NO_EDITOR", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_editor: bool,
     /// An origin (`https://dashboard.example.com`) whose pages may call the
     /// service over gRPC-Web; repeat for more, or separate with commas.

@@ -312,7 +312,7 @@ pub async fn serve_configured(
     // call; CORS answers browsers of other origins before that.
     builder
         .accept_http1(true)
-        .layer(crate::web::PageLayer::new(options.editor))
+        .layer(crate::web::PageLayer::new(options.editor, keys.enabled()))
         .layer(tower::util::option_layer(cors))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(gate)
@@ -363,8 +363,21 @@ fn cors_layer(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>>
     let origins = origins
         .iter()
         .map(|origin| {
-            HeaderValue::from_str(origin.trim_end_matches('/'))
-                .map_err(|_| Error::invalid("--cors-origin", format!("not an origin: `{origin}`")))
+            let origin = origin.trim().trim_end_matches('/');
+            let refused = || {
+                Error::invalid(
+                    "--cors-origin",
+                    format!("`{origin}` is not an origin like `https://dashboard.example.com`"),
+                )
+            };
+            let (scheme, host) = origin.split_once("://").ok_or_else(refused)?;
+            if !matches!(scheme, "http" | "https")
+                || host.is_empty()
+                || host.contains(['/', '*', ' ', '?', '#'])
+            {
+                return Err(refused());
+            }
+            HeaderValue::from_str(origin).map_err(|_| refused())
         })
         .collect::<Result<Vec<_>>>()?;
     let allowed = [

@@ -56,24 +56,41 @@ async fn file(content_type: &'static str, body: &'static str) -> impl IntoRespon
             // The files change with the binary: always ask again.
             (header::CACHE_CONTROL, "no-cache"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // No other site may frame it; protobuf.js compiles its codecs
+            // with `Function`, hence 'unsafe-eval'.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self' 'unsafe-eval'; img-src 'self' data:; \
+                 frame-ancestors 'none'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         body,
     )
 }
 
-/// Serves the page's files ahead of every other layer: gRPC-Web's
-/// translation answers any other HTTP/1.1 request with 400.
+/// The outermost layer: refuses requests for another host when keys are
+/// off, then serves the page's files ahead of gRPC-Web's translation (which
+/// answers any other HTTP/1.1 request with 400).
+///
+/// Keys off is safe only because just this host can connect; a web page
+/// elsewhere could still reach a loopback port through DNS rebinding (its
+/// own name made to point at 127.0.0.1), and its requests then name its
+/// own host. So without keys only loopback names are served.
 #[derive(Clone)]
 pub struct PageLayer {
     page: Option<Router>,
+    loopback_only: bool,
 }
 
 impl PageLayer {
-    /// The page's routes when `editor` is on; otherwise a layer that passes
-    /// everything through.
-    pub fn new(editor: bool) -> PageLayer {
+    /// The page's routes when `editor` is on; `keys_on` lifts the check of
+    /// the host asked for.
+    pub fn new(editor: bool, keys_on: bool) -> PageLayer {
         PageLayer {
             page: editor.then(routes),
+            loopback_only: !keys_on,
         }
     }
 }
@@ -85,14 +102,17 @@ impl<S> tower::Layer<S> for PageLayer {
         PageService {
             inner,
             page: self.page.clone(),
+            loopback_only: self.loopback_only,
         }
     }
 }
 
+/// The service of [`PageLayer`].
 #[derive(Clone)]
 pub struct PageService<S> {
     inner: S,
     page: Option<Router>,
+    loopback_only: bool,
 }
 
 type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -117,6 +137,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if self.loopback_only && !asks_for_loopback(&request) {
+            tracing::info!(host = ?host_of(&request), "refused: keys are off and the host asked for is not loopback");
+            let mut refused = http::Response::new(tonic::body::Body::empty());
+            *refused.status_mut() = http::StatusCode::FORBIDDEN;
+            return Box::pin(async move { Ok(refused) });
+        }
         if let Some(page) = &self.page
             && is_page_request(&request)
         {
@@ -131,6 +157,33 @@ where
         }
         Box::pin(self.inner.call(request))
     }
+}
+
+/// The host a request asks for: the URI's authority (HTTP/2), else the
+/// `Host` header (HTTP/1.1).
+fn host_of<B>(request: &http::Request<B>) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())
+}
+
+/// Whether a request asks for a loopback name: `localhost`, 127.0.0.0/8 or
+/// `[::1]`, with any port. A request naming no host is let through (it did
+/// not come from a browser, which always names one).
+fn asks_for_loopback<B>(request: &http::Request<B>) -> bool {
+    let Some(host) = host_of(request) else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 /// A GET or HEAD: the page's, as gRPC and gRPC-Web only ever POST. Paths

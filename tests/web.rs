@@ -73,9 +73,12 @@ async fn http(
 ) -> Answer {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(name, _)| *name == "host") {
+        request.push_str(&format!("host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -193,6 +196,29 @@ async fn the_page_and_the_proto_are_served_and_other_paths_are_not_found() {
             .status,
         404
     );
+    let local = [("host", "localhost")];
+    assert_eq!(http(server.addr, "GET", "/", &local, b"").await.status, 200);
+
+    // Keys off: a page whose own name was made to point here (DNS
+    // rebinding) asks for its own host, and is refused.
+    let rebound = [("host", "attacker.example:50051")];
+    assert_eq!(
+        http(server.addr, "GET", "/", &rebound, b"").await.status,
+        403
+    );
+    let call = http(
+        server.addr,
+        "POST",
+        "/segmentd.v1.SegmentService/GetTenant",
+        &[
+            rebound[0],
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+        ],
+        &[0, 0, 0, 0, 0],
+    )
+    .await;
+    assert_eq!(call.status, 403);
     server.stop().await;
 
     // Switched off, the page is not there; gRPC-Web still is.
