@@ -5,7 +5,8 @@
 #   - keys off, with the CDNOW purchase history imported into `cdnow`;
 #   - keys on, with a tenant `shop` of three customers and one API key.
 # Installs Chromium (apt, as root) and the test's npm package if missing.
-# The screenshot of the page is kept at target/browser/editor.png.
+# The screenshot of the page is kept at target/browser/editor.png, the
+# servers' logs beside it.
 #
 #   scripts/browser-test.sh
 set -euo pipefail
@@ -21,8 +22,14 @@ if [[ ! -x "$chromium" ]]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
-"$chromium" --version
+"$chromium" --version 2>/dev/null
+node_major=$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')
+if [[ -z $node_major || $node_major -lt 18 ]]; then
+  echo "browser-test.sh: Node.js 18 or newer is needed (found: $(node --version 2>&1))" >&2
+  exit 1
+fi
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
+echo "node $(node --version), playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version')"
 
 cargo build --locked --quiet
 bin="$root/target/debug/segmentd"
@@ -30,7 +37,14 @@ work=$(mktemp -d)
 servers=()
 cleanup() {
   for pid in "${servers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${servers[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${servers[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  # The servers' logs stay for a look after a failure.
+  mkdir -p "$root/target/browser"
+  cp "$work"/*.log "$root/target/browser/" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -11,23 +11,34 @@ const CODES = [
   'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS',
   'UNAUTHENTICATED',
 ];
+/** gRPC codes for HTTP statuses a proxy or the server may answer with. */
+const HTTP_CODES = {
+  400: 'INTERNAL', 401: 'UNAUTHENTICATED', 403: 'PERMISSION_DENIED', 404: 'UNIMPLEMENTED',
+  429: 'UNAVAILABLE', 502: 'UNAVAILABLE', 503: 'UNAVAILABLE', 504: 'UNAVAILABLE',
+};
 /** How long typing must pause before the counts are asked for. */
 const DEBOUNCE_MS = 200;
 /** Members shown under the counts. */
 const MEMBERS_SHOWN = 30;
+/** The deadline of every call. */
+const DEADLINE = '30S';
 
 const $ = (id) => document.getElementById(id);
 const state = {
   root: null,
+  /** The tenant and key in use: set when their fields change, not as typed. */
+  tenant: '',
+  key: '',
   /** The segment being edited, as last read, or null for a new one. */
   open: null,
-  /** Numbers the previews; an answer to an older one is dropped. */
+  /** Each numbers its calls; an answer to an older one is dropped. */
   preview: 0,
+  listing: 0,
+  opening: 0,
+  tenantLoads: 0,
   /** Aborts the preview in flight when the rule changes again. */
   inFlight: null,
   timer: null,
-  /** Numbers the loads of a tenant; an older one's answer is dropped. */
-  tenantLoads: 0,
 };
 
 class RpcError extends Error {
@@ -49,12 +60,17 @@ async function call(method, request, signal) {
     'content-type': 'application/grpc-web+proto',
     accept: 'application/grpc-web+proto',
     'x-grpc-web': '1',
+    'grpc-timeout': DEADLINE,
   };
-  const key = $('key').value.trim();
-  if (key) headers.authorization = `Bearer ${key}`;
+  if (state.key) headers.authorization = `Bearer ${state.key}`;
 
   const response = await fetch(`/${SERVICE}/${method}`, { method: 'POST', headers, body, signal });
-  if (!response.ok) throw new RpcError('UNAVAILABLE', `the server answered HTTP ${response.status}`);
+  if (!response.ok) {
+    throw new RpcError(HTTP_CODES[response.status] ?? 'UNKNOWN', `the server answered HTTP ${response.status}`);
+  }
+  if (!(response.headers.get('content-type') ?? '').startsWith('application/grpc-web')) {
+    throw new RpcError('UNKNOWN', 'the answer is not gRPC-Web (a proxy in the way?)');
+  }
   const bytes = new Uint8Array(await response.arrayBuffer());
   // A refusal may come as headers alone; otherwise the status is in the
   // trailer frame after the message.
@@ -64,9 +80,12 @@ async function call(method, request, signal) {
     if (value !== null) trailers[name] = value;
   }
   let message = new Uint8Array();
-  for (let at = 0; at + 5 <= bytes.length;) {
+  for (let at = 0; at < bytes.length;) {
+    if (at + 5 > bytes.length) throw new RpcError('UNKNOWN', 'the answer was cut short');
     const flags = bytes[at];
     const length = new DataView(bytes.buffer, bytes.byteOffset + at + 1, 4).getUint32(0);
+    if (at + 5 + length > bytes.length) throw new RpcError('UNKNOWN', 'the answer was cut short');
+    if (flags & 0x01) throw new RpcError('UNIMPLEMENTED', 'the answer is compressed');
     const frame = bytes.subarray(at + 5, at + 5 + length);
     at += 5 + length;
     if (flags & 0x80) {
@@ -93,7 +112,7 @@ function percentDecoded(text) {
   }
 }
 
-const tenant = () => $('tenant').value.trim();
+const tenant = () => state.tenant;
 const number = (n) => Number(n).toLocaleString('en-US');
 
 function setStatus(text, isError = false) {
@@ -107,11 +126,14 @@ function describe(error) {
 
 // ----------------------------------------------------------------- preview
 
-/** Asks for the counts of the rule as typed, once typing pauses. */
+/** Asks for the counts of the rule as typed, once typing pauses; what was
+ * asked before is cancelled at once, and its answer dropped. */
 function rulesChanged() {
   clearTimeout(state.timer);
-  state.timer = setTimeout(preview, DEBOUNCE_MS);
+  state.inFlight?.abort();
+  state.preview += 1;
   document.querySelector('.counts').classList.add('stale');
+  state.timer = setTimeout(preview, DEBOUNCE_MS);
 }
 
 async function preview() {
@@ -120,25 +142,27 @@ async function preview() {
   const controller = new AbortController();
   state.inFlight = controller;
   const mine = ++state.preview;
-  if (!tenant() || !ruleText.trim()) {
+  const asked = tenant();
+  if (!asked || !ruleText.trim()) {
     showCounts(null);
     showError(null);
     return;
   }
+  const current = () => mine === state.preview && asked === tenant();
   try {
     const counted = await call('CountAudience', {
-      tenant: tenant(), rule_text: ruleText, node_counts: true,
+      tenant: asked, rule_text: ruleText, node_counts: true,
     }, controller.signal);
-    if (mine !== state.preview) return;
+    if (!current()) return;
     showError(null);
     showCounts(counted);
     const page = await call('ResolveSegment', {
-      tenant: tenant(), rule_text: ruleText, page_size: MEMBERS_SHOWN,
+      tenant: asked, rule_text: ruleText, page_size: MEMBERS_SHOWN,
     }, controller.signal);
-    if (mine !== state.preview) return;
+    if (!current()) return;
     showMembers(page);
   } catch (error) {
-    if (error.name === 'AbortError' || mine !== state.preview) return;
+    if (error.name === 'AbortError' || !current()) return;
     showCounts(null);
     showError(error, ruleText);
   }
@@ -148,7 +172,7 @@ function showCounts(counted) {
   document.querySelector('.counts').classList.remove('stale');
   $('count').textContent = counted ? number(counted.count) : '–';
   $('sendable').textContent = counted ? number(counted.sendable_count) : '–';
-  $('canonical').textContent = counted ? counted.rule_text : '';
+  $('canonical').textContent = counted ? `Canonical: ${counted.rule_text}` : '';
   const nodes = $('nodes');
   nodes.replaceChildren();
   for (const node of counted?.node_counts ?? []) {
@@ -196,7 +220,9 @@ function showError(error, ruleText = '') {
     box.dataset.line = line;
     box.dataset.column = column;
     const text = ruleText.split('\n')[line - 1] ?? '';
-    $('error-caret').textContent = `${text}\n${' '.repeat(Math.max(column - 1, 0))}^`;
+    // Tabs stay tabs under the line, so the caret lines up.
+    const pad = [...text.slice(0, Math.max(column - 1, 0))].map((c) => (c === '\t' ? '\t' : ' ')).join('');
+    $('error-caret').textContent = `${text}\n${pad}^`;
     $('error-message').textContent = `line ${line}, column ${column}: ${at[3]}`;
   } else {
     delete box.dataset.line;
@@ -209,8 +235,11 @@ function showError(error, ruleText = '') {
 // ---------------------------------------------------------------- segments
 
 async function listSegments() {
+  const mine = ++state.listing;
+  const asked = tenant();
+  const showArchived = $('show-archived').checked;
   const body = $('segments');
-  if (!tenant()) {
+  if (!asked) {
     body.replaceChildren();
     return;
   }
@@ -219,15 +248,17 @@ async function listSegments() {
     let pageToken = '';
     do {
       const page = await call('ListSegments', {
-        tenant: tenant(), show_counts: true, show_archived: $('show-archived').checked,
+        tenant: asked, show_counts: true, show_archived: showArchived,
         page_size: 1000, page_token: pageToken,
       });
+      if (mine !== state.listing) return;
       segments.push(...page.segments);
       pageToken = page.next_page_token;
     } while (pageToken);
     body.replaceChildren(...segments.map(segmentRow));
     $('segments-note').textContent = segments.length ? '' : 'No saved segments yet.';
   } catch (error) {
+    if (mine !== state.listing) return;
     body.replaceChildren();
     $('segments-note').textContent = describe(error);
   }
@@ -236,6 +267,7 @@ async function listSegments() {
 function segmentRow(segment) {
   const row = document.createElement('tr');
   row.dataset.segmentId = segment.segment_id;
+  row.tabIndex = 0;
   row.classList.toggle('archived', segment.archived);
   row.classList.toggle('open', state.open?.segment_id === segment.segment_id);
   const name = document.createElement('td');
@@ -253,43 +285,83 @@ function segmentRow(segment) {
   });
   row.append(name, ...cells);
   row.addEventListener('click', () => openSegment(segment.segment_id));
+  row.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter') openSegment(segment.segment_id);
+  });
   return row;
 }
 
+function markOpenRow() {
+  for (const row of $('segments').querySelectorAll('tr')) {
+    row.classList.toggle('open', state.open?.segment_id === row.dataset.segmentId);
+  }
+}
+
 async function openSegment(segmentId) {
+  const mine = ++state.opening;
   try {
     const { segment } = await call('GetSegment', { tenant: tenant(), segment_id: segmentId });
-    state.open = segment;
-    $('segment-id').value = segment.segment_id;
-    $('segment-id').disabled = true;
-    $('title').value = segment.title;
-    $('rule').value = segment.rule_text;
-    $('save').textContent = 'Save changes';
-    $('archive').hidden = false;
-    $('archive').textContent = segment.archived ? 'Unarchive' : 'Archive';
-    setStatus(`opened ${segment.segment_id}, version ${segment.version}`);
-    preview();
-    listSegments();
+    if (mine !== state.opening) return;
+    showSegment(segment);
+    const lists = segment.included_customer_ids.length + segment.excluded_customer_ids.length;
+    setStatus(`opened ${segment.segment_id}, version ${segment.version}` +
+      (segment.archived ? ' (archived: unarchive to edit)' : '') +
+      (lists ? `; its include and exclude lists (${number(lists)} ids) apply too, not counted here` : ''));
+    rulesChanged();
+    markOpenRow();
   } catch (error) {
-    setStatus(describe(error), true);
+    if (mine === state.opening) setStatus(describe(error), true);
   }
+}
+
+/** Fills the editor with a segment; an archived one cannot be edited. */
+function showSegment(segment) {
+  state.open = segment;
+  $('segment-id').value = segment.segment_id;
+  $('segment-id').disabled = true;
+  $('title').value = segment.title;
+  $('rule').value = segment.rule_text;
+  $('title').readOnly = segment.archived;
+  $('rule').readOnly = segment.archived;
+  $('save').textContent = 'Save changes';
+  $('save').disabled = segment.archived;
+  $('archive').hidden = false;
+  $('archive').textContent = segment.archived ? 'Unarchive' : 'Archive';
 }
 
 function newSegment() {
   state.open = null;
+  state.opening += 1;
   $('segment-id').value = '';
   $('segment-id').disabled = false;
   $('title').value = '';
   $('rule').value = '';
+  $('title').readOnly = false;
+  $('rule').readOnly = false;
   $('save').textContent = 'Save as segment';
+  $('save').disabled = false;
   $('archive').hidden = true;
   setStatus('');
-  preview();
-  listSegments();
+  rulesChanged();
+  markOpenRow();
+}
+
+/** Runs an action with the action buttons off, so it cannot run twice. */
+async function busy(action) {
+  const buttons = [$('save'), $('archive'), $('new')];
+  const before = buttons.map((button) => button.disabled);
+  buttons.forEach((button) => { button.disabled = true; });
+  try {
+    await action();
+  } finally {
+    buttons.forEach((button, n) => { button.disabled = before[n]; });
+    if (state.open?.archived) $('save').disabled = true;
+  }
 }
 
 async function save() {
   const segment = { title: $('title').value, rule_text: $('rule').value };
+  setStatus('saving…');
   try {
     let saved;
     if (state.open) {
@@ -305,8 +377,10 @@ async function save() {
         tenant: tenant(), segment_id: $('segment-id').value.trim(), segment,
       }));
     }
-    await openSegment(saved.segment_id);
+    showSegment(saved);
     setStatus(`saved ${saved.segment_id}, version ${saved.version}`);
+    rulesChanged();
+    await Promise.all([listSegments(), tenantInfo()]);
   } catch (error) {
     setStatus(describe(error), true);
   }
@@ -317,9 +391,11 @@ async function toggleArchived() {
   const method = state.open.archived ? 'UnarchiveSegment' : 'ArchiveSegment';
   try {
     const { segment } = await call(method, { tenant: tenant(), segment_id: state.open.segment_id });
-    if (segment.archived) $('show-archived').checked = true;
-    await openSegment(segment.segment_id);
-    setStatus(`${segment.archived ? 'archived' : 'restored'} ${segment.segment_id}`);
+    showSegment(segment);
+    setStatus(segment.archived
+      ? `archived ${segment.segment_id} (unarchive to edit; "archived too" lists it)`
+      : `restored ${segment.segment_id}`);
+    await Promise.all([listSegments(), tenantInfo()]);
   } catch (error) {
     setStatus(describe(error), true);
   }
@@ -327,23 +403,33 @@ async function toggleArchived() {
 
 // ------------------------------------------------------------------ tenant
 
-async function tenantChanged() {
-  const mine = ++state.tenantLoads;
-  localStorage.setItem('segmentd.tenant', tenant());
-  let info = '';
-  if (tenant()) {
-    try {
-      const facts = await call('GetTenant', { tenant: tenant() });
-      info = `${number(facts.customer_count)} customers · ${facts.time_zone} · ` +
-        `${number(facts.segment_count)} segments`;
-    } catch (error) {
-      info = describe(error);
-    }
+async function tenantInfo() {
+  if (!tenant()) return '';
+  try {
+    const facts = await call('GetTenant', { tenant: tenant() });
+    return `${number(facts.customer_count)} customers · ${facts.time_zone} · ` +
+      `${number(facts.segment_count)} segments`;
+  } catch (error) {
+    return describe(error);
   }
-  // A later change of tenant or key has taken over.
+}
+
+/** A new tenant or key: everything is read again; a new tenant also
+ * clears the editor. */
+async function connectionChanged(tenantChanged) {
+  const mine = ++state.tenantLoads;
+  state.tenant = $('tenant').value.trim();
+  state.key = $('key').value.trim();
+  localStorage.setItem('segmentd.tenant', state.tenant);
+  const url = new URL(location.href);
+  url.searchParams.set('tenant', state.tenant);
+  history.replaceState(null, '', url);
+  if (tenantChanged) newSegment();
+  else rulesChanged();
+  const [info] = await Promise.all([tenantInfo(), listSegments()]);
+  // A later change has taken over.
   if (mine !== state.tenantLoads) return;
   $('tenant-info').textContent = info;
-  newSegment();
   document.body.dataset.tenantLoads = String(mine);
 }
 
@@ -352,16 +438,16 @@ async function start() {
   const params = new URLSearchParams(location.search);
   $('tenant').value = params.get('tenant') ?? localStorage.getItem('segmentd.tenant') ?? '';
   $('rule').addEventListener('input', rulesChanged);
-  $('tenant').addEventListener('change', tenantChanged);
-  $('key').addEventListener('change', tenantChanged);
+  $('tenant').addEventListener('change', () => connectionChanged(true));
+  $('key').addEventListener('change', () => connectionChanged(false));
   $('connection').addEventListener('submit', (event) => event.preventDefault());
-  $('save').addEventListener('click', save);
+  $('save').addEventListener('click', () => busy(save));
   $('new').addEventListener('click', newSegment);
-  $('archive').addEventListener('click', toggleArchived);
+  $('archive').addEventListener('click', () => busy(toggleArchived));
   $('refresh').addEventListener('click', listSegments);
   $('show-archived').addEventListener('change', listSegments);
   document.body.dataset.ready = 'true';
-  await tenantChanged();
+  await connectionChanged(true);
 }
 
 start().catch((error) => setStatus(`cannot start: ${describe(error)}`, true));
