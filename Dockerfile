@@ -33,6 +33,8 @@ RUN mkdir -p src benches \
 
 COPY src ./src
 COPY benches ./benches
+# The editor page's files are compiled into the binary (src/web.rs).
+COPY web ./web
 # COPY keeps the files' own times, older than the stub build: touch them so
 # cargo rebuilds the crate.
 RUN touch src/main.rs src/lib.rs \
