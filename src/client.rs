@@ -173,7 +173,7 @@ pub async fn watch(args: crate::cli::WatchArgs) -> Result<(), String> {
             after_sequence: args.after,
         })
         .await
-        .map_err(|status| format!("{}: {}", status.code(), status.message()))?
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
         .into_inner();
     let mut last = args.after;
     loop {
@@ -183,7 +183,7 @@ pub async fn watch(args: crate::cli::WatchArgs) -> Result<(), String> {
             Err(status) => {
                 let resume =
                     last.map_or_else(String::new, |last| format!(" (resume with --after {last})"));
-                return Err(format!("{}: {}{resume}", status.code(), status.message()));
+                return Err(format!("{:?}: {}{resume}", status.code(), status.message()));
             }
         };
         let cause = crate::proto::ChangeCause::try_from(change.cause)

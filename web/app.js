@@ -380,7 +380,7 @@ async function save() {
     showSegment(saved);
     setStatus(`saved ${saved.segment_id}, version ${saved.version}`);
     rulesChanged();
-    await Promise.all([listSegments(), tenantInfo()]);
+    await Promise.all([listSegments(), showTenantInfo()]);
   } catch (error) {
     setStatus(describe(error), true);
   }
@@ -395,7 +395,7 @@ async function toggleArchived() {
     setStatus(segment.archived
       ? `archived ${segment.segment_id} (unarchive to edit; "archived too" lists it)`
       : `restored ${segment.segment_id}`);
-    await Promise.all([listSegments(), tenantInfo()]);
+    await Promise.all([listSegments(), showTenantInfo()]);
   } catch (error) {
     setStatus(describe(error), true);
   }
@@ -403,15 +403,23 @@ async function toggleArchived() {
 
 // ------------------------------------------------------------------ tenant
 
+const plural = (n, one, many) => `${number(n)} ${Number(n) === 1 ? one : many}`;
+
 async function tenantInfo() {
   if (!tenant()) return '';
   try {
     const facts = await call('GetTenant', { tenant: tenant() });
-    return `${number(facts.customer_count)} customers · ${facts.time_zone} · ` +
-      `${number(facts.segment_count)} segments`;
+    return `${plural(facts.customer_count, 'customer', 'customers')} · ${facts.time_zone} · ` +
+      `${plural(facts.segment_count, 'segment', 'segments')}`;
   } catch (error) {
     return describe(error);
   }
+}
+
+async function showTenantInfo() {
+  const asked = tenant();
+  const info = await tenantInfo();
+  if (asked === tenant()) $('tenant-info').textContent = info;
 }
 
 /** A new tenant or key: everything is read again; a new tenant also

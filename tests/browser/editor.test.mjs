@@ -206,6 +206,8 @@ await test('saving, editing and archiving show up in ListSegments', async (page)
   assert.equal(saved.rule_text, 'ordered BETWEEN 1998-01-01 AND 1998-06-30 AND spent >= 100.00');
   assert.equal(saved.member_count, expected.rule100);
   await page.waitForSelector('#segments tr[data-segment-id="h1-big-spenders"]');
+  // The tenant's line counts the new segment.
+  await page.waitForFunction(() => / · 1 segment$/.test(document.querySelector('#tenant-info').textContent));
 
   // Open it afresh from the list, edit the rule, save.
   await page.click('#new');
