@@ -321,8 +321,17 @@ async fn follow(port: u16, after: Option<u64>, told: Arc<Mutex<(BTreeSet<String>
     };
     let mut stream = match client.watch_segment_changes(request).await {
         Ok(stream) => stream.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unavailable => return,
-        // A sequence it showed before a kill must still be there after.
+        // The server died under the call (a transport error) or is going.
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ) =>
+        {
+            return;
+        }
+        // An answer of the server's own: a sequence it showed before a kill
+        // must still be there after, and the segment too.
         Err(status) => panic!("watch after {after:?}: {status}"),
     };
     while let Ok(Some(change)) = stream.message().await {
