@@ -202,15 +202,17 @@ async fn probe_feed(
 ) -> Result<(Vec<Duration>, usize), String> {
     use crate::proto::{CreateSegmentRequest, Customer, Segment, UpsertCustomersRequest};
     let refused = |status: tonic::Status| format!("{}: {}", status.code(), status.message());
-    let first = Customer {
-        customer_id: format!("probe-{run}-0"),
-        ..Customer::default()
+    let probe_customer = |n: u64, tags: Vec<String>| UpsertCustomersRequest {
+        tenant: tenant.clone(),
+        customers: vec![Customer {
+            customer_id: format!("probe-{run}-{n}"),
+            tags,
+            ..Customer::default()
+        }],
     };
+    // An untagged one first: segments need their tenant to exist.
     client
-        .upsert_customers(UpsertCustomersRequest {
-            tenant: tenant.clone(),
-            customers: vec![first],
-        })
+        .upsert_customers(probe_customer(0, Vec::new()))
         .await
         .map_err(refused)?;
     for (segment_id, rule) in [
@@ -264,20 +266,11 @@ async fn probe_feed(
     let mut probe = 0u64;
     while Instant::now() < deadline {
         probe += 1;
-        let customer_id = format!("probe-{run}-{probe}");
-        let customer = Customer {
-            customer_id: customer_id.clone(),
-            tags: vec![PROBE_TAG.to_owned()],
-            ..Customer::default()
-        };
         client
-            .upsert_customers(UpsertCustomersRequest {
-                tenant: tenant.clone(),
-                customers: vec![customer],
-            })
+            .upsert_customers(probe_customer(probe, vec![PROBE_TAG.to_owned()]))
             .await
             .map_err(refused)?;
-        acknowledged.push((customer_id, Instant::now()));
+        acknowledged.push((format!("probe-{run}-{probe}"), Instant::now()));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Give the last changes a moment to arrive.

@@ -32,6 +32,16 @@ struct Ledger {
     uncertain: BTreeSet<String>,
 }
 
+/// A fixed-seed sequence of kill delays, `low` to `low + span` ms.
+fn kill_delays(mut seed: u64, low: u64, span: u64) -> impl FnMut() -> Duration {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        Duration::from_millis(low + seed % span)
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -204,13 +214,7 @@ async fn acknowledged_batches_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     // A fixed-seed sequence of kill delays, 20 to 400 ms.
-    let mut seed: u64 = 0x6b11_7e57;
-    let mut delay = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        Duration::from_millis(20 + seed % 380)
-    };
+    let mut delay = kill_delays(0x6b11_7e57, 20, 380);
 
     for cycle in 0..cycles {
         let port = free_port();
@@ -363,13 +367,7 @@ async fn a_watcher_misses_nothing_and_sees_nothing_twice_across_sigkills() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let told = Arc::new(Mutex::new((BTreeSet::new(), 0u64)));
-    let mut seed: u64 = 0x5eed_f00d;
-    let mut delay = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        Duration::from_millis(50 + seed % 350)
-    };
+    let mut delay = kill_delays(0x5eed_f00d, 50, 350);
 
     // The tenant and its segment, before any kill.
     let port = free_port();

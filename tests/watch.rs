@@ -216,6 +216,31 @@ async fn a_watch_starts_with_the_members_and_follows_writes_edits_and_deletes() 
         others.members
     );
 
+    // A new title, and archiving, move no one: nothing is told.
+    client
+        .update_segment(UpdateSegmentRequest {
+            tenant: TENANT.to_owned(),
+            segment_id: "vips".to_owned(),
+            segment: Some(Segment {
+                title: "VIPs".to_owned(),
+                ..Default::default()
+            }),
+            version: 2,
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["title".to_owned()],
+            }),
+        })
+        .await
+        .unwrap();
+    client
+        .archive_segment(segmentd::proto::ArchiveSegmentRequest {
+            tenant: TENANT.to_owned(),
+            segment_id: "others".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert!(quiet(&mut stream, Duration::from_millis(500)).await);
+
     // A write that touches nothing either segment reads tells nothing.
     client
         .record_events(RecordEventsRequest {

@@ -91,8 +91,7 @@ impl Engine {
             (record, rule)
         };
         let head = self.save_segment(&tenant, record.clone(), rule)?;
-        drop(writer);
-        self.feed_publish(&tenant, head);
+        self.feed_publish_after(&tenant, writer, head);
         Ok(record)
     }
 
@@ -150,8 +149,7 @@ impl Engine {
             (record, current.rule.clone())
         };
         let head = self.save_segment(&tenant, record.clone(), rule)?;
-        drop(writer);
-        self.feed_publish(&tenant, head);
+        self.feed_publish_after(&tenant, writer, head);
         Ok(record)
     }
 }

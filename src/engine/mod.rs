@@ -198,7 +198,7 @@ impl Engine {
             let mut batch = WriteBatch::new(&index, &self.store, now);
             plan(&mut batch).and_then(|()| batch.commit())
         };
-        let committed = match committed {
+        let mut committed = match committed {
             Ok(committed) => committed,
             Err(error) => {
                 self.recover(name, &tenant, new_tenant, &error);
@@ -207,14 +207,13 @@ impl Engine {
         };
 
         let summary = committed.summary;
-        let touched = committed.touched();
+        let touched = committed.take_touched();
         let mut index = tenant.index.write().unwrap_or_else(PoisonError::into_inner);
         committed.apply(&mut index);
         drop(index);
         tenant.stored.store(true, Ordering::Release);
         let head = self.feed_after_write(&tenant, &touched, now);
-        drop(writer);
-        self.feed_publish(&tenant, head);
+        self.feed_publish_after(&tenant, writer, head);
         Ok(summary)
     }
 

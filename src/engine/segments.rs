@@ -67,8 +67,7 @@ impl Engine {
             }
         };
         let head = self.save_segment(&tenant, record.clone(), input.rule)?;
-        drop(writer);
-        self.feed_publish(&tenant, head);
+        self.feed_publish_after(&tenant, writer, head);
         Ok(record)
     }
 
@@ -90,6 +89,17 @@ impl Engine {
         self.store.commit(batch)?;
         let segment_id = record.segment_id.clone();
         let now = record.update_time_micros.div_euclid(1_000_000);
+        // A new title or archiving moves no one: only a new definition
+        // (rule or lists) is evaluated again.
+        let redefined = read(&tenant.index)
+            .segments
+            .get(&segment_id)
+            .is_none_or(|before| {
+                let before = &before.record;
+                before.rule_text != record.rule_text
+                    || before.included_customer_ids != record.included_customer_ids
+                    || before.excluded_customer_ids != record.excluded_customer_ids
+            });
         tenant
             .index
             .write()
@@ -97,7 +107,9 @@ impl Engine {
             .segments
             .insert(segment_id.clone(), SavedSegment { record, rule });
         // The caller holds the writer lock, and publishes once it is let go.
-        Ok(self.feed_after_segment_edit(tenant, &segment_id, now))
+        Ok(redefined
+            .then(|| self.feed_after_segment_edit(tenant, &segment_id, now))
+            .flatten())
     }
 
     /// One saved segment.

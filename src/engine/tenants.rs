@@ -127,8 +127,7 @@ impl Engine {
                 ..Default::default()
             };
             let head = self.feed_after_write(&tenant, &everything, now);
-            drop(writer);
-            self.feed_publish(&tenant, head);
+            self.feed_publish_after(&tenant, writer, head);
             tracing::info!(
                 tenant = name,
                 time_zone = time_zone.name(),

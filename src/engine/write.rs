@@ -579,7 +579,7 @@ impl<'a> WriteBatch<'a> {
 
 impl Committed {
     /// What the change touched, for the change feed: call before `apply`.
-    pub fn touched(&self) -> super::feed::Touched {
+    pub fn take_touched(&mut self) -> super::feed::Touched {
         use super::feed::Input;
         let mut inputs: std::collections::HashSet<Input> =
             self.bitmaps.keys().map(Input::of_key).collect();
@@ -587,8 +587,8 @@ impl Committed {
         super::feed::Touched {
             inputs,
             everything: false,
-            customers: Some(self.customers.clone()),
-            departed: self.departed.iter().cloned().collect(),
+            customers: Some(std::mem::take(&mut self.customers)),
+            departed: std::mem::take(&mut self.departed).into_iter().collect(),
         }
     }
 

@@ -60,10 +60,8 @@ impl Segments {
             .call(RPC, &tenant_name, move |engine| {
                 let watch = engine.feed_watch(&name, &ids)?;
                 let start = match after_sequence {
-                    Some(after) => {
-                        engine.feed_read(&name, after)?;
-                        Beginning::After(after)
-                    }
+                    // The first read is the stream's first batch.
+                    Some(after) => Beginning::After(engine.feed_read(&name, after)?),
                     None => Beginning::Initial(engine.feed_initial(&name, &ids, now())?),
                 };
                 Ok((watch, start))
@@ -149,7 +147,8 @@ where
 
 /// Where a watch begins.
 enum Beginning {
-    After(u64),
+    /// After a sequence: the first entries after it, read.
+    After(crate::engine::feed::FeedRead),
     Initial(crate::engine::feed::FeedInitial),
 }
 
@@ -187,8 +186,8 @@ async fn follow(
     sender: &mpsc::Sender<Result<proto::WatchSegmentChangesResponse, Status>>,
 ) -> Result<(), Ended> {
     let followed: HashSet<&str> = segment_ids.iter().map(String::as_str).collect();
-    let mut after = match start {
-        Beginning::After(after) => after,
+    let (mut after, mut first) = match start {
+        Beginning::After(read) => (0, Some(read)),
         Beginning::Initial(initial) => {
             // At least one message a segment, the last one marked.
             let mut messages = Vec::new();
@@ -215,16 +214,18 @@ async fn follow(
             for message in messages {
                 deliver(sender, message).await?;
             }
-            initial.sequence
+            (initial.sequence, None)
         }
     };
     loop {
-        let name = tenant.to_owned();
-        let read = {
-            let engine = engine.clone();
-            tokio::task::spawn_blocking(move || engine.feed_read(&name, after))
-                .await
-                .map_err(|join| Error::Internal(format!("feed read panicked: {join}")))??
+        let read = match first.take() {
+            Some(read) => read,
+            None => {
+                let (engine, name) = (engine.clone(), tenant.to_owned());
+                tokio::task::spawn_blocking(move || engine.feed_read(&name, after))
+                    .await
+                    .map_err(|join| Error::Internal(format!("feed read panicked: {join}")))??
+            }
         };
         for (sequence, entry) in read.entries {
             if !followed.contains(entry.segment_id.as_str()) {

@@ -293,12 +293,9 @@ fn u64_of(value: &[u8], what: impl FnOnce() -> String) -> Result<u64> {
 }
 
 fn sequence_of(tenant: &str, rest: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = rest.try_into().map_err(|_| {
-        Error::Corrupt(format!(
-            "tenant `{tenant}`: feed entry key is not 8 bytes long"
-        ))
-    })?;
-    Ok(u64::from_be_bytes(bytes))
+    u64_of(rest, || {
+        format!("tenant `{tenant}`: a feed entry key's sequence")
+    })
 }
 
 #[cfg(test)]

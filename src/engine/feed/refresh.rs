@@ -3,8 +3,8 @@
 //! pruning old entries, and recovering at start.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::sync::{MutexGuard, PoisonError};
 
 use roaring::RoaringBitmap;
 
@@ -118,13 +118,11 @@ impl Engine {
                 .copied()
                 .unwrap_or(0)
                 + told;
-            let mut members = state
-                .members
-                .get(&moved.segment_id)
-                .cloned()
-                .unwrap_or_default();
-            // Keep the replay at start shorter than the members themselves.
-            if since > 10_000 + members.len() {
+            let kept = state.members.get(&moved.segment_id);
+            // Keep the replay at start shorter than the members themselves;
+            // only then are they copied.
+            if since > 10_000 + kept.map_or(0, RoaringBitmap::len) {
+                let mut members = kept.cloned().unwrap_or_default();
                 members |= &moved.entered;
                 members -= &moved.left;
                 stored_members.push(moved.segment_id.clone());
@@ -168,6 +166,18 @@ impl Engine {
         {
             tracing::error!(tenant = tenant_name(tenant), %error, "change feed not flushed");
         }
+    }
+
+    /// Lets go of the tenant's writer lock, then publishes `head`: the
+    /// flush waits outside the lock.
+    pub(crate) fn feed_publish_after(
+        &self,
+        tenant: &Tenant,
+        writer: MutexGuard<'_, ()>,
+        head: Option<u64>,
+    ) {
+        drop(writer);
+        self.feed_publish(tenant, head);
     }
 
     pub(super) fn feed_flush_and_publish(&self, tenant: &Tenant, head: u64) -> Result<()> {
@@ -233,19 +243,17 @@ impl Engine {
                         std::mem::take(&mut state.stale),
                     )
                 };
-                // Over everyone, naming customers deleted since the members
-                // were last stored (a failed refresh may still hold them).
-                let touched = match self.store.feed_departed(&tenant_name(&tenant)) {
-                    Ok(departed) => Touched {
-                        everything: true,
-                        departed: departed.into_iter().collect(),
-                        ..Touched::default()
-                    },
-                    Err(error) => {
-                        tracing::error!(tenant = tenant_name(&tenant), %error, "departed rows");
-                        Touched::default()
+                if timed.is_empty() && stale.is_empty() {
+                    if let Err(error) = self.feed_prune(&tenant, now, retention) {
+                        tracing::error!(tenant = tenant_name(&tenant), %error, "change feed not pruned");
                     }
-                };
+                    continue;
+                }
+                // A failed refresh may still hold deleted customers.
+                let touched = self.everyone_named(&tenant).unwrap_or_else(|error| {
+                    tracing::error!(tenant = tenant_name(&tenant), %error, "departed rows");
+                    Touched::default()
+                });
                 let everyone = Scope {
                     touched: Some(&touched),
                 };
@@ -259,6 +267,20 @@ impl Engine {
             };
             self.feed_publish(&tenant, head);
         }
+    }
+
+    /// Everyone, with the merchant ids of the customers deleted since the
+    /// members were last stored, as their deletes wrote them.
+    fn everyone_named(&self, tenant: &Tenant) -> Result<Touched> {
+        Ok(Touched {
+            everything: true,
+            departed: self
+                .store
+                .feed_departed(&tenant_name(tenant))?
+                .into_iter()
+                .collect(),
+            ..Touched::default()
+        })
     }
 
     /// Removes entries older than `retention`, at most once per tenth of
@@ -382,13 +404,8 @@ impl Engine {
                     Start::Unclean => {
                         // Customers deleted by writes whose entries were lost
                         // are named from their delete's own row.
-                        let departed = self.store.feed_departed(&index.tenant)?;
                         drop(index);
-                        let touched = Touched {
-                            everything: true,
-                            departed: departed.into_iter().collect(),
-                            ..Touched::default()
-                        };
+                        let touched = self.everyone_named(&tenant)?;
                         let scope = Scope {
                             touched: Some(&touched),
                         };
