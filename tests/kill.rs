@@ -32,6 +32,14 @@ struct Ledger {
     uncertain: BTreeSet<String>,
 }
 
+/// Kill cycles: `SEGMENTD_KILL_CYCLES`, 20 by default.
+fn kill_cycles() -> usize {
+    std::env::var("SEGMENTD_KILL_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20)
+}
+
 /// A fixed-seed sequence of kill delays, `low` to `low + span` ms.
 fn kill_delays(mut seed: u64, low: u64, span: u64) -> impl FnMut() -> Duration {
     move || {
@@ -207,10 +215,7 @@ async fn verify(client: &mut SegmentServiceClient<Channel>, ledger: &Ledger) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_batches_survive_sigkill_exactly_once() {
-    let cycles: usize = std::env::var("SEGMENTD_KILL_CYCLES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20);
+    let cycles = kill_cycles();
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     // A fixed-seed sequence of kill delays, 20 to 400 ms.
@@ -360,10 +365,7 @@ async fn follow(port: u16, after: Option<u64>, told: Arc<Mutex<(BTreeSet<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_misses_nothing_and_sees_nothing_twice_across_sigkills() {
-    let cycles: usize = std::env::var("SEGMENTD_KILL_CYCLES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20);
+    let cycles = kill_cycles();
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let told = Arc::new(Mutex::new((BTreeSet::new(), 0u64)));
