@@ -761,7 +761,7 @@ mod tests {
             store.commit(batch).unwrap();
             assert!(!store.event_seen("t", "e0").unwrap());
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = once_free(|| Store::open(dir.path()));
         store.load().unwrap();
         for id in &ids {
             assert!(store.event_seen("t", id).unwrap(), "{id}");
